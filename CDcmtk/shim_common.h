@@ -1,0 +1,65 @@
+// Internal helpers shared by the shim's translation units. Never included by Swift.
+#pragma once
+
+#include "include/CDcmtk.h"
+
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/ofstd/ofcond.h"
+
+#include <cstring>
+#include <exception>
+#include <string>
+
+namespace cdcm {
+
+inline void clear(cdcm_error *err) {
+    if (err) {
+        err->module = 0;
+        err->code = 0;
+        err->text[0] = '\0';
+    }
+}
+
+inline void copy_string(char *dst, size_t cap, const char *src) {
+    if (cap == 0) return;
+    if (!src) src = "";
+    std::strncpy(dst, src, cap - 1);
+    dst[cap - 1] = '\0';
+}
+
+/// Fills `err` from a DCMTK condition. Returns 0 when the condition is good, 1 otherwise.
+inline int fail(cdcm_error *err, const OFCondition &cond) {
+    if (cond.good()) {
+        clear(err);
+        return 0;
+    }
+    if (err) {
+        err->module = cond.module();
+        err->code = cond.code() == 0 ? 0xffff : cond.code();
+        copy_string(err->text, sizeof err->text, cond.text());
+    }
+    return 1;
+}
+
+/// Fills `err` with a message of our own. Returns 1.
+inline int fail(cdcm_error *err, const std::string &text, uint16_t code = 0xfffe) {
+    if (err) {
+        err->module = 0xffff;
+        err->code = code;
+        copy_string(err->text, sizeof err->text, text.c_str());
+    }
+    return 1;
+}
+
+/// Converts an escaping C++ exception into an error value: nothing may cross the C line.
+inline int fail_exception(cdcm_error *err) {
+    try {
+        throw;
+    } catch (const std::exception &e) {
+        return fail(err, std::string("internal error: ") + e.what());
+    } catch (...) {
+        return fail(err, std::string("internal error: unknown C++ exception"));
+    }
+}
+
+}  // namespace cdcm

@@ -1,0 +1,82 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// DCMTK 3.6.7 as Debian ships it (libdcmtk-dev). Its dcmtk.pc names sndfile, which Debian does
+// not install, so pkg-config cannot be used: the libraries are named here explicitly.
+let dcmtkLibraries: [LinkerSetting] = [
+    "dcmsr", "dcmjpls", "dcmtkcharls", "dcmjpeg", "ijg8", "ijg12", "ijg16", "dcmimage", "dcmimgle",
+    "dcmnet", "dcmdata", "oflog", "ofstd",
+].map { .linkedLibrary($0) }
+
+let package = Package(
+    name: "dicom-bridge",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "dicom-bridge", targets: ["dicom-bridge"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    ],
+    targets: [
+        // The only place that touches DCMTK: C++ inside, a C header outside.
+        .target(
+            name: "CDcmtk",
+            path: "CDcmtk",
+            cxxSettings: [.unsafeFlags(["-std=c++17"])],
+            linkerSettings: dcmtkLibraries + [.linkedLibrary("z"), .linkedLibrary("pthread")]
+        ),
+        // Pure Swift DICOM vocabulary: tags, UIDs, statuses, AE titles, File Meta encoding.
+        .target(name: "DICOM"),
+        // DIMSE over DCMTK: the SCP service and SCU operations. Only importer of CDcmtk.
+        .target(
+            name: "DICOMNetwork",
+            dependencies: [
+                "CDcmtk", "DICOM",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // RFC 6962 / 9162 Merkle log, checkpoints and signed notes. Depends on nothing of ours.
+        .target(
+            name: "Ledger",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        // Content-addressed, durable instance store and the SQLite index.
+        .target(
+            name: "Archive",
+            dependencies: [
+                "DICOM",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Configuration and wiring: what `serve` runs.
+        .target(
+            name: "Bridge",
+            dependencies: [
+                "DICOM", "DICOMNetwork", "Archive", "Ledger",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        .executableTarget(
+            name: "dicom-bridge",
+            dependencies: [
+                "Bridge", "DICOM", "DICOMNetwork", "Archive", "Ledger",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "DICOMTests", dependencies: ["DICOM"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger"]),
+        .testTarget(name: "ArchiveTests", dependencies: ["Archive", "DICOM"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["DICOM"]),
+    ]
+)

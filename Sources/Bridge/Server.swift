@@ -1,0 +1,85 @@
+import Archive
+import DICOM
+import DICOMNetwork
+import Foundation
+import Logging
+
+/// What `dicom-bridge serve` runs: the archive, the DICOM SCP, the ledger's checkpoint signer.
+public final class BridgeServer: @unchecked Sendable {
+    public let home: Home
+    public let configuration: BridgeConfiguration
+    let logger: Logger
+    public let archive: Archive
+    private var scp: SCP?
+    private var services: [any BackgroundService] = []
+
+    public init(home: Home, configuration: BridgeConfiguration, logger: Logger) throws {
+        self.home = home
+        self.configuration = configuration
+        self.logger = logger
+        DcmtkDictionary.initialize(logLevel: configuration.logLevel == "trace" ? 1 : 4)
+        archive = try Archive(home: home.url, logger: logger)
+    }
+
+    /// Binds the port and starts serving. Logs one line saying it listens once it accepts associations.
+    public func start() throws {
+        if configuration.acceptAny {
+            logger.warning("""
+                ACCEPT-ANY MODE: every calling AE title is admitted. Use this for first-time set-up only; \
+                register your modalities with `dicom-bridge ae add` and turn it off.
+                """)
+        }
+        var scpConfig = SCPConfiguration(aeTitle: configuration.aeTitle, port: UInt16(configuration.port))
+        scpConfig.maxPDU = UInt32(configuration.maxPDU)
+        scpConfig.maxAssociations = UInt32(configuration.maxAssociations)
+        scpConfig.dimseTimeoutSeconds = Int32(configuration.dimseTimeoutSeconds)
+        let service = ReceiveService(archive: archive, configuration: configuration, logger: logger)
+        let scp: SCP
+        do {
+            scp = try SCP(configuration: scpConfig, delegate: service)
+        } catch {
+            throw ConfigurationError("cannot listen on port \(configuration.port): \(error)")
+        }
+        for s in services { s.start() }
+        scp.start()
+        self.scp = scp
+        logger.notice("listening for DICOM associations",
+                      metadata: ["ae-title": "\(configuration.aeTitle)", "port": "\(configuration.port)",
+                                 "home": "\(home.url.path)", "max-associations": "\(configuration.maxAssociations)"])
+    }
+
+    /// Stops accepting, lets associations in progress finish, stops the services, closes the archive.
+    public func stop() {
+        logger.notice("shutting down: finishing the associations in progress")
+        scp?.stop()
+        scp = nil
+        for s in services.reversed() { s.stop() }
+        archive.close()
+        logger.notice("stopped")
+    }
+
+    /// Serves until SIGTERM or SIGINT.
+    public func runUntilSignalled() throws {
+        try start()
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        signal(SIGPIPE, SIG_IGN)
+        let done = DispatchSemaphore(value: 0)
+        let queue = DispatchQueue(label: "signals")
+        let sources = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            s.setEventHandler { done.signal() }
+            s.resume()
+            return s
+        }
+        done.wait()
+        stop()
+        sources.forEach { $0.cancel() }
+    }
+}
+
+/// A part of `serve` that runs beside the SCP (the checkpoint signer, later the peer witness).
+protocol BackgroundService: AnyObject {
+    func start()
+    func stop()
+}
