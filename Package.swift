@@ -76,7 +76,6 @@ let package = Package(
         ),
         .testTarget(name: "DICOMTests", dependencies: ["DICOM"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger"]),
-        .testTarget(name: "ArchiveTests", dependencies: ["Archive", "DICOM"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["DICOM"]),
+        .testTarget(name: "ArchiveTests", dependencies: ["Archive", "DICOM", .product(name: "Crypto", package: "swift-crypto"), .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log")]),
     ]
 )
