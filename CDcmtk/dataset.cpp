@@ -17,8 +17,15 @@
 #include <mutex>
 
 struct cdcm_dataset {
-    DcmDataset dataset;
+    DcmDataset owned;
+    DcmDataset *ds = &owned;  // or a dataset DCMTK owns, lent for the duration of a callback
 };
+
+cdcm_dataset *cdcm_dataset_wrap(DcmDataset *external) {
+    auto *d = new cdcm_dataset();
+    d->ds = external;
+    return d;
+}
 
 extern "C" void cdcm_initialize(int log_level) {
     static std::once_flag once;
@@ -69,8 +76,8 @@ extern "C" int cdcm_dataset_load_file(cdcm_dataset *ds, const char *path, int un
         if (cond.bad()) return cdcm::fail(err, cond);
         DcmDataset *loaded = file.getDataset();
         if (!loaded) return cdcm::fail(err, std::string("file holds no dataset"));
-        ds->dataset.clear();
-        ds->dataset.copyFrom(*loaded);
+        ds->ds->clear();
+        ds->ds->copyFrom(*loaded);
         cdcm::clear(err);
         return 0;
     } catch (...) {
@@ -80,7 +87,7 @@ extern "C" int cdcm_dataset_load_file(cdcm_dataset *ds, const char *path, int un
 
 extern "C" int cdcm_dataset_convert_to_utf8(cdcm_dataset *ds, cdcm_error *err) {
     try {
-        return cdcm::fail(err, ds->dataset.convertToUTF8());
+        return cdcm::fail(err, ds->ds->convertToUTF8());
     } catch (...) {
         return cdcm::fail_exception(err);
     }
@@ -91,7 +98,7 @@ extern "C" int cdcm_dataset_get_string(const cdcm_dataset *ds, uint32_t tag, cha
     try {
         DcmTagKey key(static_cast<Uint16>(tag >> 16), static_cast<Uint16>(tag & 0xffff));
         DcmElement *element = nullptr;
-        if (const_cast<DcmDataset &>(ds->dataset).findAndGetElement(key, element, OFFalse).bad() || !element)
+        if (ds->ds->findAndGetElement(key, element, OFFalse).bad() || !element)
             return 0;
         OFString value;
         if (element->getLength() > 0) element->getOFStringArray(value);
@@ -105,7 +112,7 @@ extern "C" int cdcm_dataset_get_string(const cdcm_dataset *ds, uint32_t tag, cha
 extern "C" int cdcm_dataset_put_string(cdcm_dataset *ds, uint32_t tag, const char *value, cdcm_error *err) {
     try {
         DcmTagKey key(static_cast<Uint16>(tag >> 16), static_cast<Uint16>(tag & 0xffff));
-        return cdcm::fail(err, ds->dataset.putAndInsertString(key, value ? value : ""));
+        return cdcm::fail(err, ds->ds->putAndInsertString(key, value ? value : ""));
     } catch (...) {
         return cdcm::fail_exception(err);
     }
@@ -113,7 +120,7 @@ extern "C" int cdcm_dataset_put_string(cdcm_dataset *ds, uint32_t tag, const cha
 
 extern "C" void cdcm_dataset_for_each(const cdcm_dataset *ds, cdcm_element_visitor visit, void *context) {
     try {
-        DcmDataset &dataset = const_cast<DcmDataset &>(ds->dataset);
+        DcmDataset &dataset = *ds->ds;
         for (unsigned long i = 0; i < dataset.card(); ++i) {
             DcmElement *element = dataset.getElement(i);
             if (!element) continue;

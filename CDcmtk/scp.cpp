@@ -6,6 +6,7 @@
 // (bit-preserving: DIMSE_receiveDataSetInFile with a stream of our own), so the caller can hash
 // and write them in one pass without the dataset ever being parsed or re-encoded.
 #include "shim_common.h"
+#include "qr.h"
 
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcostrma.h"
@@ -86,12 +87,15 @@ bool is_verification(const char *uid) { return std::strcmp(uid, UID_Verification
 /// PS3.8 9.3.3.2 / PS3.7 D.3.3.4: accept each proposed context whose abstract syntax we serve,
 /// with the first transfer syntax the requester proposed that DCMTK knows (the sender's own
 /// preference, so that nothing is transcoded on the way in).
-void negotiate_contexts(T_ASC_Parameters *params) {
+void negotiate_contexts(T_ASC_Parameters *params, const cdcm_scp_callbacks &cb) {
     int count = ASC_countPresentationContexts(params);
     for (int i = 0; i < count; ++i) {
         T_ASC_PresentationContext pc;
         if (ASC_getPresentationContext(params, i, &pc).bad()) continue;
-        bool served = is_verification(pc.abstractSyntax) || dcmIsaStorageSOPClassUID(pc.abstractSyntax, ESSC_All);
+        bool storage = dcmIsaStorageSOPClassUID(pc.abstractSyntax, ESSC_All);
+        bool served = is_verification(pc.abstractSyntax) || storage ||
+                      (cb.find_begin && cdcm::is_find_model(pc.abstractSyntax)) ||
+                      (cb.retrieve_begin && (cdcm::is_move_model(pc.abstractSyntax) || cdcm::is_get_model(pc.abstractSyntax)));
         if (!served) {
             ASC_refusePresentationContext(params, pc.presentationContextID, ASC_P_ABSTRACTSYNTAXNOTSUPPORTED);
             continue;
@@ -108,7 +112,12 @@ void negotiate_contexts(T_ASC_Parameters *params) {
             ASC_refusePresentationContext(params, pc.presentationContextID, ASC_P_TRANSFERSYNTAXESNOTSUPPORTED);
             continue;
         }
-        ASC_acceptPresentationContext(params, pc.presentationContextID, chosen);
+        // PS3.7 D.3.3.4 role selection: a C-GET requester proposes the SCP role for the storage
+        // classes it wants to receive; we accept the role it proposed.
+        T_ASC_SC_ROLE role = ASC_SC_ROLE_DEFAULT;
+        if (storage && (pc.proposedRole == ASC_SC_ROLE_SCP || pc.proposedRole == ASC_SC_ROLE_SCUSCP))
+            role = pc.proposedRole;
+        ASC_acceptPresentationContext(params, pc.presentationContextID, chosen, role);
     }
 }
 
@@ -179,7 +188,8 @@ void serve_association(cdcm_scp *scp, T_ASC_Association *assoc, cdcm_association
     const cdcm_scp_callbacks &cb = scp->config.callbacks;
     void *ctx = scp->config.context;
 
-    negotiate_contexts(assoc->params);
+    negotiate_contexts(assoc->params, cb);
+    cdcm::QRServer qr{&cb, ctx, scp->config.dimse_timeout_seconds, scp->config.max_retrieve_pdu, scp->ae_title.c_str()};
     if (ASC_acknowledgeAssociation(assoc).bad()) {
         cb.association_ended(ctx, &info, 1, "could not acknowledge the association");
         ASC_dropSCPAssociation(assoc);
@@ -235,6 +245,29 @@ void serve_association(cdcm_scp *scp, T_ASC_Association *assoc, cdcm_association
             case DIMSE_C_STORE_RQ:
                 go_on = handle_store(scp, assoc, info, pres_id, msg.msg.CStoreRQ, reason);
                 if (!go_on) ASC_abortAssociation(assoc);
+                break;
+            case DIMSE_C_FIND_RQ:
+            case DIMSE_C_MOVE_RQ:
+            case DIMSE_C_GET_RQ: {
+                OFCondition c;
+                if (!cb.find_begin || !cb.retrieve_begin) {
+                    c = makeOFCondition(0xffff, 0x0401, OF_error, "query/retrieve not offered");
+                } else if (msg.CommandField == DIMSE_C_FIND_RQ) {
+                    c = cdcm::handle_find(qr, assoc, info, pres_id, msg.msg.CFindRQ);
+                } else if (msg.CommandField == DIMSE_C_MOVE_RQ) {
+                    c = cdcm::handle_move(qr, assoc, info, pres_id, msg.msg.CMoveRQ);
+                } else {
+                    c = cdcm::handle_get(qr, assoc, info, pres_id, msg.msg.CGetRQ);
+                }
+                if (c.bad()) {
+                    reason = std::string("query/retrieve failed: ") + c.text();
+                    ASC_abortAssociation(assoc);
+                    go_on = false;
+                }
+                break;
+            }
+            case DIMSE_C_CANCEL_RQ:
+                // A C-CANCEL that arrived after its operation had ended: nothing to cancel.
                 break;
             default:
                 reason = "unsupported DIMSE command " + std::to_string(static_cast<int>(msg.CommandField));

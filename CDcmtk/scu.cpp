@@ -137,69 +137,13 @@ extern "C" int cdcm_scu_store_file(cdcm_scu *scu, const char *path, cdcm_status 
         if (sop_class.empty() || sop_instance.empty())
             return cdcm::fail(err, std::string("not a DICOM instance: no SOP Class or SOP Instance UID"), 0x0201);
 
-        T_DIMSE_C_StoreRQ req;
-        std::memset(&req, 0, sizeof req);
-        req.MessageID = scu->assoc->nextMsgID++;
-        OFStandard::strlcpy(req.AffectedSOPClassUID, sop_class.c_str(), sizeof req.AffectedSOPClassUID);
-        OFStandard::strlcpy(req.AffectedSOPInstanceUID, sop_instance.c_str(), sizeof req.AffectedSOPInstanceUID);
-        req.DataSetType = DIMSE_DATASET_PRESENT;
-        req.Priority = DIMSE_PRIORITY_MEDIUM;
-
-        T_DIMSE_C_StoreRSP rsp;
-        std::memset(&rsp, 0, sizeof rsp);
-        DcmDataset *detail = nullptr;
-
-        T_ASC_PresentationContextID pres_id =
-            ts.empty() ? 0 : ASC_findAcceptedPresentationContextID(scu->assoc, sop_class.c_str(), ts.c_str());
-        if (pres_id != 0) {
-            // Bit-preserving: the dataset part of the file goes out as it is on disk.
-            T_DIMSE_Message msg;
-            std::memset(&msg, 0, sizeof msg);
-            msg.CommandField = DIMSE_C_STORE_RQ;
-            msg.msg.CStoreRQ = req;
-            cond = DIMSE_sendMessageUsingFileData(scu->assoc, pres_id, &msg, nullptr, path, nullptr, nullptr);
-            if (cond.bad()) return cdcm::fail(err, cond);
-            T_DIMSE_Message rsp_msg;
-            T_ASC_PresentationContextID rsp_pres = 0;
-            cond = DIMSE_receiveCommand(scu->assoc, DIMSE_NONBLOCKING, scu->dimse_timeout, &rsp_pres, &rsp_msg, &detail);
-            if (cond.bad()) {
-                delete detail;
-                return cdcm::fail(err, cond);
-            }
-            if (rsp_msg.CommandField != DIMSE_C_STORE_RSP) {
-                delete detail;
-                return cdcm::fail(err, std::string("unexpected response to C-STORE"), 0x0202);
-            }
-            rsp = rsp_msg.msg.CStoreRSP;
-        } else {
-            // No context carries the file's own transfer syntax: convert to one that was accepted.
-            pres_id = ASC_findAcceptedPresentationContextID(scu->assoc, sop_class.c_str());
-            if (pres_id == 0)
-                return cdcm::fail(err, std::string("the peer accepted no presentation context for SOP class ") +
-                                           sop_class.c_str(), 0x0203);
-            T_ASC_PresentationContext pc;
-            ASC_findAcceptedPresentationContext(scu->assoc->params, pres_id, &pc);
-            cond = file.loadAllDataIntoMemory();
-            if (cond.bad()) return cdcm::fail(err, cond);
-            DcmXfer target(pc.acceptedTransferSyntax);
-            cond = file.getDataset()->chooseRepresentation(target.getXfer(), nullptr);
-            if (cond.bad() || !file.getDataset()->canWriteXfer(target.getXfer()))
-                return cdcm::fail(err, std::string("cannot convert to ") + target.getXferName() +
-                                           (cond.bad() ? std::string(": ") + cond.text() : std::string()), 0x0204);
-            cond = DIMSE_storeUser(scu->assoc, pres_id, &req, nullptr, file.getDataset(), nullptr, nullptr,
-                                   DIMSE_NONBLOCKING, scu->dimse_timeout, &rsp, &detail);
-            if (cond.bad()) {
-                delete detail;
-                return cdcm::fail(err, cond);
-            }
-        }
-        status->status = rsp.DimseStatus;
-        if (detail) {
-            OFString comment;
-            if (detail->findAndGetOFString(DCM_ErrorComment, comment).good())
-                cdcm::copy_string(status->error_comment, sizeof status->error_comment, comment.c_str());
-            delete detail;
-        }
+        cdcm::SendRequest r{path, sop_class.c_str(), sop_instance.c_str(), ts.c_str(), nullptr, 0};
+        uint16_t st = 0;
+        std::string comment;
+        cond = cdcm::send_file(scu->assoc, r, scu->dimse_timeout, &st, &comment);
+        if (cond.bad()) return cdcm::fail(err, cond);
+        status->status = st;
+        cdcm::copy_string(status->error_comment, sizeof status->error_comment, comment.c_str());
         cdcm::clear(err);
         return 0;
     } catch (...) {

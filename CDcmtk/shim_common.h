@@ -10,6 +10,11 @@
 #include <exception>
 #include <string>
 
+class DcmDataset;
+struct T_ASC_Association;
+/// Lends a DCMTK-owned dataset to a callback; cdcm_dataset_free releases the wrapper only.
+cdcm_dataset *cdcm_dataset_wrap(DcmDataset *external);
+
 namespace cdcm {
 
 inline void clear(cdcm_error *err) {
@@ -61,5 +66,19 @@ inline int fail_exception(cdcm_error *err) {
         return fail(err, std::string("internal error: unknown C++ exception"));
     }
 }
+
+/// A stored instance to send by C-STORE.
+struct SendRequest {
+    const char *path;
+    const char *sop_class_uid;
+    const char *sop_instance_uid;
+    const char *transfer_syntax_uid;   // as stored
+    const char *move_originator_ae;    // C-MOVE sub-operations only
+    uint16_t move_originator_id;
+};
+
+/// Sends one file by C-STORE on `assoc` (send.cpp). A bad condition means it could not be sent.
+OFCondition send_file(T_ASC_Association *assoc, const SendRequest &r, int timeout, uint16_t *status,
+                      std::string *comment);
 
 }  // namespace cdcm

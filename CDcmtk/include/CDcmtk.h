@@ -112,6 +112,29 @@ typedef struct cdcm_status {
     char error_comment[65];
 } cdcm_status;
 
+/** Where a C-MOVE sends its sub-operations. */
+typedef struct cdcm_retrieve_destination {
+    char ae_title[17];
+    char host[256];
+    uint16_t port;
+} cdcm_retrieve_destination;
+
+/** One instance of a retrieval (C-MOVE or C-GET). */
+typedef struct cdcm_retrieve_item {
+    char path[4096];
+    char sop_class_uid[65];
+    char sop_instance_uid[65];
+    char transfer_syntax_uid[65];
+} cdcm_retrieve_item;
+
+/** Sub-operation counts (PS3.4 C.4.2.1.4 / C.4.3.1.4). */
+typedef struct cdcm_retrieve_counts {
+    uint32_t remaining;
+    uint32_t completed;
+    uint32_t failed;
+    uint32_t warning;
+} cdcm_retrieve_counts;
+
 /**
  * Callbacks of the SCP. They run on the association's own thread (never a Swift concurrency
  * thread) and may block. `context` is the pointer given in cdcm_scp_config.
@@ -138,16 +161,42 @@ typedef struct cdcm_scp_callbacks {
      * The sink is released by this call.
      */
     void (*store_end)(void *context, void *sink, int received_ok, cdcm_status *status);
+
+    /**
+     * C-FIND: start a query on `identifier` (lent for this call only). Return an opaque query, or
+     * NULL with `status` filled with a failure. May be NULL when the SCP offers no C-FIND.
+     */
+    void *(*find_begin)(void *context, const cdcm_association_info *info, const char *sop_class_uid,
+                        cdcm_dataset *identifier, cdcm_status *status);
+    /** Next match: fill `response` and return 1 (Pending), or return 0 with the final `status`. */
+    int (*find_next)(void *context, void *query, cdcm_dataset *response, cdcm_status *status);
+    /** The query ended (`cancelled` non-zero after a C-CANCEL). Releases it. */
+    void (*find_end)(void *context, void *query, int cancelled);
+
+    /**
+     * C-MOVE (`move_destination` non-NULL) or C-GET (NULL): select the instances to send. Return an
+     * opaque retrieval with `count` set (and, for C-MOVE, `destination` filled), or NULL with
+     * `status` filled (A801 unknown destination, A900/C000 bad identifier, ...).
+     */
+    void *(*retrieve_begin)(void *context, const cdcm_association_info *info, const char *sop_class_uid,
+                            cdcm_dataset *identifier, const char *move_destination,
+                            cdcm_retrieve_destination *destination, size_t *count, cdcm_status *status);
+    /** The `index`-th instance of the retrieval. Returns 0 on success. */
+    int (*retrieve_item)(void *context, void *retrieval, size_t index, cdcm_retrieve_item *item);
+    /** A sub-operation ended: its C-STORE status, or an error text when it could not be sent. */
+    void (*retrieve_result)(void *context, void *retrieval, size_t index, uint16_t status, const char *error);
+    /** The retrieval ended with these counts (`cancelled` non-zero after a C-CANCEL). Releases it. */
+    void (*retrieve_end)(void *context, void *retrieval, const cdcm_retrieve_counts *counts, int cancelled);
 } cdcm_scp_callbacks;
 
 typedef struct cdcm_scp_config {
     const char *ae_title;
     uint16_t port;
-    const char *bind_address;          /* NULL or "" for all interfaces */
     uint32_t max_pdu;                  /* our maximum receive PDU, 4096 ... 131072 */
     uint32_t max_associations;         /* concurrent associations; more are rejected (transient) */
     int acse_timeout_seconds;
     int dimse_timeout_seconds;         /* idle time on an association before it is aborted */
+    uint32_t max_retrieve_pdu;         /* max PDU we propose on C-MOVE sub-associations */
     cdcm_scp_callbacks callbacks;
     void *context;
 } cdcm_scp_config;

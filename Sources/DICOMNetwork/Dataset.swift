@@ -5,13 +5,21 @@ import Foundation
 /// A DICOM dataset held by DCMTK. Not thread safe; each owner uses its own.
 public final class Dataset {
     let handle: OpaquePointer
+    private let owned: Bool
 
     public init() {
         guard let h = cdcm_dataset_new() else { fatalError("out of memory allocating a DICOM dataset") }
         handle = h
+        owned = true
     }
 
-    deinit { cdcm_dataset_free(handle) }
+    /// A dataset lent by the shim for the duration of a callback: never kept beyond it.
+    init(borrowing handle: OpaquePointer) {
+        self.handle = handle
+        owned = false
+    }
+
+    deinit { if owned { cdcm_dataset_free(handle) } }
 
     /// Loads a Part 10 file; with `untilPixelData`, stops before (7FE0,0010): enough to index.
     public static func load(path: String, untilPixelData: Bool = true) throws -> Dataset {

@@ -109,14 +109,20 @@ public final class SCP: @unchecked Sendable {
 
     final class DelegateBox {
         let delegate: SCPDelegate
-        init(_ d: SCPDelegate) { delegate = d }
+        let queryRetrieve: QueryRetrieveDelegate?
+        init(_ d: SCPDelegate, _ qr: QueryRetrieveDelegate?) {
+            delegate = d
+            queryRetrieve = qr
+        }
     }
 
-    /// Opens the listening socket (all interfaces, `configuration.port`).
-    public init(configuration: SCPConfiguration, delegate: SCPDelegate) throws {
+    /// Opens the listening socket (all interfaces, `configuration.port`). With `queryRetrieve`,
+    /// the SCP also offers C-FIND, C-MOVE and C-GET in the Patient and Study Root models.
+    public init(configuration: SCPConfiguration, delegate: SCPDelegate, queryRetrieve: QueryRetrieveDelegate? = nil) throws {
         self.configuration = configuration
-        context = Unmanaged.passRetained(DelegateBox(delegate))
+        context = Unmanaged.passRetained(DelegateBox(delegate, queryRetrieve))
         var callbacks = cdcm_scp_callbacks()
+        if queryRetrieve != nil { SCP.installQueryRetrieve(&callbacks) }
         callbacks.association_requested = { ctx, info in
             let box = Unmanaged<DelegateBox>.fromOpaque(ctx!).takeUnretainedValue()
             return box.delegate.associationRequested(AssociationInfo(info!.pointee)).c
@@ -160,6 +166,7 @@ public final class SCP: @unchecked Sendable {
         config.max_associations = configuration.maxAssociations
         config.acse_timeout_seconds = configuration.acseTimeoutSeconds
         config.dimse_timeout_seconds = configuration.dimseTimeoutSeconds
+        config.max_retrieve_pdu = configuration.maxPDU
         config.callbacks = callbacks
         config.context = context.toOpaque()
         var err = cdcm_error()
