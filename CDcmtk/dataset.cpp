@@ -53,6 +53,8 @@ extern "C" void cdcm_initialize(int log_level) {
     });
 }
 
+DcmDataset *cdcm::dataset_ptr(const cdcm_dataset *ds) { return ds->ds; }
+
 extern "C" cdcm_dataset *cdcm_dataset_new(void) {
     try {
         return new cdcm_dataset();

@@ -14,6 +14,7 @@ class DcmDataset;
 struct T_ASC_Association;
 /// Lends a DCMTK-owned dataset to a callback; cdcm_dataset_free releases the wrapper only.
 cdcm_dataset *cdcm_dataset_wrap(DcmDataset *external);
+namespace cdcm { DcmDataset *dataset_ptr(const cdcm_dataset *ds); }
 
 namespace cdcm {
 

@@ -236,6 +236,7 @@ typedef struct cdcm_proposed_context {
     const char *abstract_syntax;
     const char *const *transfer_syntaxes;
     size_t transfer_syntax_count;
+    int scp_role;  /* non-zero: propose the SCP role too (C-GET storage sub-operations) */
 } cdcm_proposed_context;
 
 /** Requests an association proposing `contexts`. NULL with `err` filled on failure or rejection. */
@@ -249,6 +250,31 @@ int cdcm_scu_echo(cdcm_scu *scu, uint16_t *status, cdcm_error *err);
  * sent as the file holds it when possible.
  */
 int cdcm_scu_store_file(cdcm_scu *scu, const char *path, cdcm_status *status, cdcm_error *err);
+/** A C-FIND match arrives (`identifier` is lent for the call). Return non-zero to send C-CANCEL. */
+typedef int (*cdcm_find_match)(void *context, cdcm_dataset *identifier);
+/**
+ * Sends C-FIND with `identifier` on a context for `sop_class_uid`, calling `on_match` for each
+ * Pending response; the final status goes in `status` (with its Error Comment).
+ */
+int cdcm_scu_find(cdcm_scu *scu, const char *sop_class_uid, const cdcm_dataset *identifier, cdcm_find_match on_match,
+                  void *context, cdcm_status *status, cdcm_error *err);
+
+/** Progress of a C-MOVE or C-GET: the counts of the latest response. */
+typedef void (*cdcm_retrieve_progress)(void *context, const cdcm_retrieve_counts *counts);
+/** Sends C-MOVE to `destination_ae`; reports each response's counts; final status in `status`. */
+int cdcm_scu_move(cdcm_scu *scu, const char *sop_class_uid, const cdcm_dataset *identifier, const char *destination_ae,
+                  cdcm_retrieve_progress progress, void *context, cdcm_status *status, cdcm_retrieve_counts *counts,
+                  cdcm_error *err);
+/**
+ * Sends C-GET and stores each instance that comes back on the association into `directory` as a
+ * Part 10 file named by its SOP Instance UID, dataset bytes as received.
+ */
+int cdcm_scu_get(cdcm_scu *scu, const char *sop_class_uid, const cdcm_dataset *identifier, const char *directory,
+                 cdcm_retrieve_progress progress, void *context, cdcm_status *status, cdcm_retrieve_counts *counts,
+                 cdcm_error *err);
+/** The storage SOP classes a C-GET requester proposes (SCP role), and how many there are. */
+const char *const *cdcm_get_storage_sop_classes(size_t *count);
+
 /** Releases the association (orderly) and frees the handle. */
 void cdcm_scu_release(cdcm_scu *scu);
 /** Aborts the association and frees the handle. */

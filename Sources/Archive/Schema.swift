@@ -71,5 +71,14 @@ enum Schema {
                 );
                 """)
         }
+        migrator.registerMigration("v2-ae-permissions") { db in
+            // Who may query and retrieve, and to which destinations a calling AE may move.
+            try db.execute(sql: """
+                ALTER TABLE application_entity ADD COLUMN may_store INTEGER NOT NULL DEFAULT 1;
+                ALTER TABLE application_entity ADD COLUMN may_query INTEGER NOT NULL DEFAULT 1;
+                ALTER TABLE application_entity ADD COLUMN may_retrieve INTEGER NOT NULL DEFAULT 1;
+                ALTER TABLE application_entity ADD COLUMN move_destinations TEXT NOT NULL DEFAULT '*';
+                """)
+        }
     }
 }

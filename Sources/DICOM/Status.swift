@@ -17,6 +17,16 @@ public struct DIMSEStatus: Hashable, Sendable, CustomStringConvertible {
     public static let processingFailure = DIMSEStatus(0x0110)
     /// PS3.7 C.5.4: Failure: Duplicate invocation.
     public static let duplicateInvocation = DIMSEStatus(0x0210)
+    /// PS3.7 C.5.5: Refused: Not Authorized.
+    public static let notAuthorized = DIMSEStatus(0x0124)
+    /// PS3.4 C.4.2.1.5: Refused: Move Destination unknown.
+    public static let moveDestinationUnknown = DIMSEStatus(0xA801)
+    /// PS3.4 C.4.1.1.4: Failed: Identifier does not match SOP Class.
+    public static let identifierDoesNotMatchSOPClass = DIMSEStatus(0xA900)
+    /// PS3.4 C.4.2.1.5: Refused: Out of Resources – Unable to perform sub-operations.
+    public static let unableToPerformSubOperations = DIMSEStatus(0xA702)
+    /// PS3.4 C.4.2.1.5: Warning: Sub-operations Complete – One or more Failures or Warnings.
+    public static let subOperationsCompleteWithFailures = DIMSEStatus(0xB000)
     /// PS3.4 B.2.3: Warning: Coercion of Data Elements.
     public static let coercionOfDataElements = DIMSEStatus(0xB000)
 
@@ -41,6 +51,10 @@ public struct DIMSEStatus: Hashable, Sendable, CustomStringConvertible {
         case 0x0122: "Refused: SOP Class not supported"
         case 0x0110: "Failure: Processing failure"
         case 0x0210: "Failure: Duplicate invocation"
+        case 0x0124: "Refused: Not Authorized"
+        case 0xA801: "Refused: Move Destination unknown"
+        case 0xA701: "Refused: Out of Resources – Unable to calculate number of matches"
+        case 0xA702: "Refused: Out of Resources – Unable to perform sub-operations"
         case 0xB000: "Warning: Coercion of Data Elements"
         case 0xB007: "Warning: Data Set does not match SOP Class"
         case 0xB006: "Warning: Elements Discarded"

@@ -24,10 +24,29 @@ public struct PeerAddress: Sendable {
 public struct ProposedContext: Sendable, Hashable {
     public var abstractSyntax: String
     public var transferSyntaxes: [String]
+    /// Propose the SCP role too: the storage contexts of a C-GET requester (PS3.7 D.3.3.4).
+    public var scpRole: Bool
 
-    public init(abstractSyntax: String, transferSyntaxes: [String]) {
+    public init(abstractSyntax: String, transferSyntaxes: [String], scpRole: Bool = false) {
         self.abstractSyntax = abstractSyntax
         self.transferSyntaxes = transferSyntaxes
+        self.scpRole = scpRole
+    }
+
+    /// The storage contexts a C-GET requester proposes: every common storage class, uncompressed,
+    /// plus the compressed syntaxes for the classes that usually travel compressed.
+    public static func getStorageContexts(limit: Int) -> [ProposedContext] {
+        var count = 0
+        guard let list = cdcm_get_storage_sop_classes(&count) else { return [] }
+        let classes = (0..<count).compactMap { list[$0].map { String(cString: $0) } }
+        let compressed = [TransferSyntax.jpegLosslessSV1, TransferSyntax.jpegBaseline, TransferSyntax.jpegLSLossless,
+                          TransferSyntax.jpeg2000Lossless, TransferSyntax.jpeg2000, TransferSyntax.rleLossless,
+                          TransferSyntax.jpegExtended, TransferSyntax.jpegLSNearLossless, TransferSyntax.deflatedExplicitVRLittleEndian]
+        var out = classes.prefix(limit).map { ProposedContext(abstractSyntax: $0, transferSyntaxes: TransferSyntax.uncompressed, scpRole: true) }
+        for c in classes where out.count < limit {
+            out.append(ProposedContext(abstractSyntax: c, transferSyntaxes: compressed, scpRole: true))
+        }
+        return out
     }
 }
 
@@ -54,7 +73,8 @@ public final class Association {
             tsArrays.append(arr)
             proposed.append(cdcm_proposed_context(abstract_syntax: c(ctx.abstractSyntax),
                                                   transfer_syntaxes: UnsafePointer(arr),
-                                                  transfer_syntax_count: ctx.transferSyntaxes.count))
+                                                  transfer_syntax_count: ctx.transferSyntaxes.count,
+                                                  scp_role: ctx.scpRole ? 1 : 0))
         }
         var config = cdcm_scu_config()
         config.calling_ae = c(peer.callingAETitle)
@@ -85,6 +105,72 @@ public final class Association {
         try dcmtk { cdcm_scu_store_file(handle, path, &status, $0) }
         let comment = fixedString(status.error_comment)
         return StatusReply(DIMSEStatus(status.status), comment.isEmpty ? nil : comment)
+    }
+
+    /// C-FIND: calls `onMatch` for each match (return true to send C-CANCEL); returns the final status.
+    public func find(sopClassUID: String, identifier: Dataset, onMatch: (Dataset) -> Bool) throws -> StatusReply {
+        final class Box { let f: (Dataset) -> Bool; init(_ f: @escaping (Dataset) -> Bool) { self.f = f } }
+        return try withoutActuallyEscaping(onMatch) { escaping in
+            let box = Box(escaping)
+            var status = cdcm_status()
+            try withExtendedLifetime(box) {
+                try dcmtk {
+                    cdcm_scu_find(handle, sopClassUID, identifier.handle, { ctx, ds in
+                        let box = Unmanaged<Box>.fromOpaque(ctx!).takeUnretainedValue()
+                        return box.f(Dataset(borrowing: ds!)) ? 1 : 0
+                    }, Unmanaged.passUnretained(box).toOpaque(), &status, $0)
+                }
+            }
+            let comment = fixedString(status.error_comment)
+            return StatusReply(DIMSEStatus(status.status), comment.isEmpty ? nil : comment)
+        }
+    }
+
+    final class ProgressBox {
+        let f: (RetrieveCounts) -> Void
+        init(_ f: @escaping (RetrieveCounts) -> Void) { self.f = f }
+    }
+
+    static let progressTrampoline: cdcm_retrieve_progress = { ctx, c in
+        let box = Unmanaged<ProgressBox>.fromOpaque(ctx!).takeUnretainedValue()
+        let v = c!.pointee
+        box.f(RetrieveCounts(remaining: Int(v.remaining), completed: Int(v.completed), failed: Int(v.failed), warning: Int(v.warning)))
+    }
+
+    /// C-MOVE to `destination`; `progress` sees each response's counts.
+    public func move(sopClassUID: String, identifier: Dataset, destination: String,
+                     progress: @escaping (RetrieveCounts) -> Void) throws -> (StatusReply, RetrieveCounts) {
+        let box = ProgressBox(progress)
+        var status = cdcm_status()
+        var counts = cdcm_retrieve_counts()
+        try withExtendedLifetime(box) {
+            try dcmtk {
+                cdcm_scu_move(handle, sopClassUID, identifier.handle, destination, Association.progressTrampoline,
+                              Unmanaged.passUnretained(box).toOpaque(), &status, &counts, $0)
+            }
+        }
+        let comment = fixedString(status.error_comment)
+        return (StatusReply(DIMSEStatus(status.status), comment.isEmpty ? nil : comment),
+                RetrieveCounts(remaining: Int(counts.remaining), completed: Int(counts.completed), failed: Int(counts.failed),
+                               warning: Int(counts.warning)))
+    }
+
+    /// C-GET into `directory` (one file per instance, named by its SOP Instance UID).
+    public func get(sopClassUID: String, identifier: Dataset, directory: String,
+                    progress: @escaping (RetrieveCounts) -> Void) throws -> (StatusReply, RetrieveCounts) {
+        let box = ProgressBox(progress)
+        var status = cdcm_status()
+        var counts = cdcm_retrieve_counts()
+        try withExtendedLifetime(box) {
+            try dcmtk {
+                cdcm_scu_get(handle, sopClassUID, identifier.handle, directory, Association.progressTrampoline,
+                             Unmanaged.passUnretained(box).toOpaque(), &status, &counts, $0)
+            }
+        }
+        let comment = fixedString(status.error_comment)
+        return (StatusReply(DIMSEStatus(status.status), comment.isEmpty ? nil : comment),
+                RetrieveCounts(remaining: Int(counts.remaining), completed: Int(counts.completed), failed: Int(counts.failed),
+                               warning: Int(counts.warning)))
     }
 
     /// Orderly release.
