@@ -22,12 +22,15 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
     public var checkpointIntervalSeconds: Double = 1
     /// The ledger's origin line and the name in the node's signing key.
     public var nodeName: String = "dicom-bridge.local"
+    /// Most matches one C-FIND returns (0: no limit); a query that would return more is answered
+    /// A700 after this many, asking the user to narrow it.
+    public var maxQueryMatches: Int = 10_000
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
         case aeTitle, port, maxPDU, maxAssociations, acceptAny, dimseTimeoutSeconds, logLevel,
-             checkpointIntervalSeconds, nodeName
+             checkpointIntervalSeconds, nodeName, maxQueryMatches
     }
 
     public init(from decoder: any Decoder) throws {
@@ -42,6 +45,7 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         logLevel = try c.decodeIfPresent(String.self, forKey: .logLevel) ?? d.logLevel
         checkpointIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .checkpointIntervalSeconds) ?? d.checkpointIntervalSeconds
         nodeName = try c.decodeIfPresent(String.self, forKey: .nodeName) ?? d.nodeName
+        maxQueryMatches = try c.decodeIfPresent(Int.self, forKey: .maxQueryMatches) ?? d.maxQueryMatches
     }
 
     static let defaults = BridgeConfiguration()
@@ -53,6 +57,7 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         guard (4096...131_072).contains(maxPDU) else { throw ConfigurationError("maxPDU \(maxPDU) is out of range 4096-131072") }
         guard (1...1024).contains(maxAssociations) else { throw ConfigurationError("maxAssociations \(maxAssociations) is out of range 1-1024") }
         guard dimseTimeoutSeconds >= 1 else { throw ConfigurationError("dimseTimeoutSeconds must be at least 1") }
+        guard maxQueryMatches >= 0 else { throw ConfigurationError("maxQueryMatches must be 0 (no limit) or more") }
         guard checkpointIntervalSeconds > 0 else { throw ConfigurationError("checkpointIntervalSeconds must be positive") }
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
             throw ConfigurationError("logLevel '\(logLevel)' is not one of trace, debug, info, notice, warning, error")
@@ -76,6 +81,7 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         if let v = env["DICOM_BRIDGE_LOG_LEVEL"] { logLevel = v }
         if let v = env["DICOM_BRIDGE_CHECKPOINT_INTERVAL"], let d = Double(v) { checkpointIntervalSeconds = d }
         if let v = env["DICOM_BRIDGE_NODE_NAME"] { nodeName = v }
+        if let v = try int("DICOM_BRIDGE_MAX_QUERY_MATCHES") { maxQueryMatches = v }
     }
 }
 

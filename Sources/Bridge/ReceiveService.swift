@@ -65,6 +65,10 @@ final class ReceiveService: SCPDelegate, @unchecked Sendable {
     // MARK: C-STORE (PS3.4 annex B)
 
     func storeBegin(_ info: AssociationInfo, _ request: StoreRequest) -> Result<StoreSink, StatusReply> {
+        if !configuration.acceptAny, let ae = try? archive.applicationEntity(info.callingAETitle), !ae.mayStore {
+            logger.warning("C-STORE refused: the calling AE title may not store", metadata: ["association": "\(info)"])
+            return .failure(StatusReply(.notAuthorized, "not authorized to store"))
+        }
         guard UID.isValid(request.sopInstanceUID) else {
             logger.warning("C-STORE refused: invalid Affected SOP Instance UID", metadata: ["association": "\(info)"])
             return .failure(StatusReply(.cannotUnderstand, "invalid Affected SOP Instance UID"))
