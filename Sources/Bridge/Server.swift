@@ -18,7 +18,11 @@ public final class BridgeServer: @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         DcmtkDictionary.initialize(logLevel: configuration.logLevel == "trace" ? 1 : 4)
+        LedgerService.registered
         archive = try Archive(home: home.url, logger: logger)
+        let ledger = try LedgerService(home: home, configuration: configuration, archive: archive, logger: logger)
+        archive.setCommitHook(ledger.commitHook)
+        services.append(ledger)
     }
 
     /// Binds the port and starts serving. Logs one line saying it listens once it accepts associations.
@@ -53,8 +57,8 @@ public final class BridgeServer: @unchecked Sendable {
         logger.notice("shutting down: finishing the associations in progress")
         scp?.stop()
         scp = nil
+        archive.close()  // after the last commit: the final checkpoint below then covers it
         for s in services.reversed() { s.stop() }
-        archive.close()
         logger.notice("stopped")
     }
 

@@ -15,6 +15,7 @@ public enum Setup {
         try configuration.validate()
         try FileManager.default.createDirectory(at: home.url, withIntermediateDirectories: true)
         try home.saveConfiguration(configuration)
+        LedgerService.registered
         let archive = try Archive(home: home.url, logger: Logger(label: "dicom-bridge.init"))
         archive.close()
         let verifier = try NodeKey.loadOrCreate(home: home, name: configuration.nodeName).verifierKey
@@ -35,6 +36,7 @@ public enum Setup {
         guard home.exists else {
             throw ConfigurationError("no bridge home at \(home.url.path): run `dicom-bridge init --home \(home.url.path)` first")
         }
+        LedgerService.registered
         return try Archive(home: home.url, logger: Logger(label: "dicom-bridge"))
     }
 }

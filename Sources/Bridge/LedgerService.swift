@@ -1,0 +1,83 @@
+import Archive
+import Foundation
+import GRDB
+import Ledger
+import Logging
+
+/// Anchors every stored instance in the ledger, in the archive's commit transaction, and signs a
+/// checkpoint covering new entries every `checkpointIntervalSeconds`.
+final class LedgerService: BackgroundService, @unchecked Sendable {
+    let archive: Archive
+    let signer: NoteSigner
+    let origin: String
+    let interval: Double
+    let logger: Logger
+    private let stopping = DispatchSemaphore(value: 0)
+    private let stopped = DispatchSemaphore(value: 0)
+    private var thread: Thread?
+
+    /// The ledger's tables live in the index database; register once per process, before any archive opens.
+    static let registered: Void = Archive.registerMigrations { LedgerStore.registerMigrations(&$0) }
+
+    init(home: Home, configuration: BridgeConfiguration, archive: Archive, logger: Logger) throws {
+        self.archive = archive
+        signer = try NodeKey.loadOrCreate(home: home, name: configuration.nodeName)
+        origin = configuration.nodeName
+        interval = configuration.checkpointIntervalSeconds
+        self.logger = logger
+    }
+
+    /// Appends an "instance anchored" entry for each new instance or version, in the commit's transaction.
+    var commitHook: Archive.CommitHook {
+        { db, outcomes in
+            let entries = try outcomes.map { outcome -> Data in
+                let i = outcome.instance
+                let a = i.attributes
+                return try InstanceAnchored(
+                    sopInstanceUID: a.sopInstanceUID, studyInstanceUID: a.studyInstanceUID,
+                    seriesInstanceUID: a.seriesInstanceUID, sopClassUID: a.sopClassUID, sha256: i.sha256,
+                    size: UInt64(i.size), transferSyntaxUID: i.transferSyntaxUID, callingAETitle: i.callingAETitle,
+                    receivedAt: i.receivedAt
+                ).encode()
+            }
+            _ = try LedgerStore.append(entries, in: db)
+        }
+    }
+
+    /// Signs a checkpoint if the log grew. Returns the new signed note, if any.
+    @discardableResult
+    func checkpoint() throws -> String? {
+        try archive.database.write { db in
+            try CheckpointSigner.signIfGrown(in: db, signer: signer, origin: origin, now: Date())
+        }
+    }
+
+    func start() {
+        do { try checkpoint() } catch { logger.critical("cannot sign a ledger checkpoint", metadata: ["error": "\(error)"]) }
+        let t = Thread { [self] in
+            while stopping.wait(timeout: .now() + interval) == .timedOut {
+                do {
+                    if let note = try checkpoint() {
+                        let cp = try? Checkpoint.parse(String(note.prefix(while: { $0 != "\u{2014}" })).trimmingCharacters(in: .newlines) + "\n")
+                        logger.debug("signed a ledger checkpoint", metadata: ["size": "\(cp?.size ?? 0)"])
+                    }
+                } catch {
+                    logger.critical("cannot sign a ledger checkpoint", metadata: ["error": "\(error)"])
+                }
+            }
+            stopped.signal()
+        }
+        t.name = "ledger-checkpoints"
+        thread = t
+        t.start()
+    }
+
+    func stop() {
+        guard thread != nil else { return }
+        stopping.signal()
+        stopped.wait()
+        thread = nil
+        // A last checkpoint, so that a clean stop leaves every entry covered.
+        do { try checkpoint() } catch { logger.error("cannot sign the final ledger checkpoint", metadata: ["error": "\(error)"]) }
+    }
+}

@@ -1,0 +1,243 @@
+// Ledger events: what the log's entries say, in a canonical text encoding (docs/ledger.md).
+//
+//     dicom-bridge/event/v<version> <type>\n
+//     <key> <value>\n          (the type's keys, each once, in the type's fixed order)
+//
+// Keys are [a-z0-9-]+. Values are non-empty printable ASCII (0x20 to 0x7E) without leading or
+// trailing spaces. There is exactly one encoding of each event: `decode` rejects anything that
+// `encode` would not have written byte for byte. Events never carry patient-identifying data.
+
+import Foundation
+
+public enum LedgerEventError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// Not a canonical event encoding.
+    case malformed(String)
+    /// A well-formed event of a type or version this code does not know.
+    case unknownType(type: String, version: Int)
+    /// A field value outside its type's rules.
+    case invalidField(key: String, value: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .malformed(why): return "malformed ledger event: \(why)"
+        case let .unknownType(type, version): return "unknown ledger event type \(type) version \(version)"
+        case let .invalidField(key, value, reason): return "ledger event field \(key) \"\(value)\": \(reason)"
+        }
+    }
+}
+
+/// An event in its generic form: type, version and ordered key/value lines.
+public struct EventRecord: Hashable, Sendable {
+    public static let prefix = "dicom-bridge/event/v"
+
+    public let type: String
+    public let version: Int
+    public let fields: [Field]
+
+    public struct Field: Hashable, Sendable {
+        public let key: String
+        public let value: String
+    }
+
+    public init(type: String, version: Int, fields: [(String, String)]) throws {
+        guard EventRecord.isKey(type) else { throw LedgerEventError.malformed("type \"\(type)\"") }
+        guard version >= 1 else { throw LedgerEventError.malformed("version \(version)") }
+        for (k, v) in fields {
+            guard EventRecord.isKey(k) else { throw LedgerEventError.malformed("key \"\(k)\"") }
+            guard EventRecord.isValue(v) else {
+                throw LedgerEventError.invalidField(key: k, value: v, reason: "not printable ASCII without outer spaces")
+            }
+        }
+        self.type = type
+        self.version = version
+        self.fields = fields.map { Field(key: $0.0, value: $0.1) }
+    }
+
+    public func encode() -> Data {
+        var s = "\(EventRecord.prefix)\(version) \(type)\n"
+        for f in fields { s += "\(f.key) \(f.value)\n" }
+        return Data(s.utf8)
+    }
+
+    /// Parses the generic form; the result re-encodes to exactly `data`.
+    public static func parse(_ data: some DataProtocol) throws -> EventRecord {
+        let bytes = Array(data)
+        guard bytes.last == 0x0A else { throw LedgerEventError.malformed("does not end in a newline") }
+        let lines = bytes.dropLast().split(separator: 0x0A, omittingEmptySubsequences: false)
+            .map { String(decoding: $0, as: UTF8.self) }
+        let header = lines[0].split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+        guard header.count == 2, header[0].hasPrefix(prefix), let version = Int(header[0].dropFirst(prefix.count)) else {
+            throw LedgerEventError.malformed("header \"\(lines[0])\"")
+        }
+        var fields: [(String, String)] = []
+        for line in lines.dropFirst() {
+            guard let space = line.firstIndex(of: " ") else { throw LedgerEventError.malformed("line \"\(line)\"") }
+            fields.append((String(line[..<space]), String(line[line.index(after: space)...])))
+        }
+        let record = try EventRecord(type: header[1], version: version, fields: fields)
+        guard record.encode() == Data(bytes) else { throw LedgerEventError.malformed("not in canonical form") }
+        return record
+    }
+
+    /// The values of exactly `keys`, in that order, or an error naming the first difference.
+    func values(_ keys: [String]) throws -> [String] {
+        guard fields.map(\.key) == keys else {
+            throw LedgerEventError.malformed("\(type) v\(version) wants keys \(keys.joined(separator: ", ")), has \(fields.map(\.key).joined(separator: ", "))")
+        }
+        return fields.map(\.value)
+    }
+
+    static func isKey(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.allSatisfy { (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x2D }
+    }
+
+    static func isValue(_ s: String) -> Bool {
+        !s.isEmpty && s.utf8.allSatisfy { (0x20...0x7E).contains($0) } && s.utf8.first != 0x20 && s.utf8.last != 0x20
+    }
+}
+
+/// A log entry's meaning. New kinds (manifest published, consent, access, peer receipt) become
+/// new cases with their own type name and version.
+public enum LedgerEvent: Hashable, Sendable {
+    case instanceAnchored(InstanceAnchored)
+
+    public var type: String {
+        switch self {
+        case .instanceAnchored: return InstanceAnchored.type
+        }
+    }
+
+    public var version: Int {
+        switch self {
+        case .instanceAnchored: return InstanceAnchored.version
+        }
+    }
+
+    public func encode() -> Data {
+        switch self {
+        case let .instanceAnchored(e): return e.record.encode()
+        }
+    }
+
+    /// Decodes a canonical encoding; throws `unknownType` for a well-formed event of another type
+    /// or version, and `malformed` / `invalidField` for anything not exactly canonical.
+    public static func decode(_ data: some DataProtocol) throws -> LedgerEvent {
+        let bytes = Data(data)
+        let record = try EventRecord.parse(bytes)
+        let event: LedgerEvent
+        switch (record.type, record.version) {
+        case (InstanceAnchored.type, InstanceAnchored.version): event = .instanceAnchored(try InstanceAnchored(record))
+        default: throw LedgerEventError.unknownType(type: record.type, version: record.version)
+        }
+        // Values are canonical too: no "0524288", no upper-case hex.
+        guard event.encode() == bytes else { throw LedgerEventError.malformed("not in canonical form") }
+        return event
+    }
+}
+
+/// "instance-anchored" v1: one DICOM instance was stored, bit for bit, with this SHA-256.
+///
+///     dicom-bridge/event/v1 instance-anchored
+///     sop-instance-uid <UID>
+///     study-instance-uid <UID>
+///     series-instance-uid <UID>
+///     sop-class-uid <UID>
+///     sha256 <64 lowercase hex digits: SHA-256 of the stored file's bytes>
+///     size <decimal byte count of the stored file, no leading zeroes>
+///     transfer-syntax-uid <UID>
+///     calling-ae-title <AE title, 1 to 16 characters, no backslash, outer spaces removed>
+///     received <RFC 3339 UTC with milliseconds, YYYY-MM-DDTHH:MM:SS.mmmZ>
+///
+/// UIDs: 1 to 64 characters of digits and "." (DICOM PS3.5 section 9.1).
+public struct InstanceAnchored: Hashable, Sendable {
+    public static let type = "instance-anchored"
+    public static let version = 1
+    static let keys = [
+        "sop-instance-uid", "study-instance-uid", "series-instance-uid", "sop-class-uid", "sha256", "size",
+        "transfer-syntax-uid", "calling-ae-title", "received",
+    ]
+
+    public let sopInstanceUID: String
+    public let studyInstanceUID: String
+    public let seriesInstanceUID: String
+    public let sopClassUID: String
+    /// SHA-256 of the stored bytes, 64 lowercase hex digits.
+    public let sha256: String
+    /// Size of the stored bytes.
+    public let size: UInt64
+    public let transferSyntaxUID: String
+    public let callingAETitle: String
+    /// Time received, whole milliseconds since 1970-01-01T00:00:00Z.
+    public let receivedMillis: Int64
+    public var receivedAt: Date { Timestamp.date(millis: receivedMillis) }
+
+    /// Validates every field. `sha256` may be given in either case (stored lowercase);
+    /// `callingAETitle` loses leading and trailing spaces (not significant in DICOM);
+    /// `receivedAt` is rounded to the nearest millisecond.
+    public init(
+        sopInstanceUID: String, studyInstanceUID: String, seriesInstanceUID: String, sopClassUID: String,
+        sha256: String, size: UInt64, transferSyntaxUID: String, callingAETitle: String, receivedAt: Date
+    ) throws {
+        try self.init(
+            sopInstanceUID: sopInstanceUID, studyInstanceUID: studyInstanceUID, seriesInstanceUID: seriesInstanceUID,
+            sopClassUID: sopClassUID, sha256: sha256, size: size, transferSyntaxUID: transferSyntaxUID,
+            callingAETitle: callingAETitle, receivedMillis: Timestamp.millis(receivedAt))
+    }
+
+    public init(
+        sopInstanceUID: String, studyInstanceUID: String, seriesInstanceUID: String, sopClassUID: String,
+        sha256: String, size: UInt64, transferSyntaxUID: String, callingAETitle: String, receivedMillis: Int64
+    ) throws {
+        for (key, uid) in [
+            ("sop-instance-uid", sopInstanceUID), ("study-instance-uid", studyInstanceUID),
+            ("series-instance-uid", seriesInstanceUID), ("sop-class-uid", sopClassUID),
+            ("transfer-syntax-uid", transferSyntaxUID),
+        ] {
+            guard (1...64).contains(uid.utf8.count), uid.utf8.allSatisfy({ (0x30...0x39).contains($0) || $0 == 0x2E }) else {
+                throw LedgerEventError.invalidField(key: key, value: uid, reason: "not a UID (1 to 64 digits and dots)")
+            }
+        }
+        let hash = sha256.lowercased()
+        guard hash.utf8.count == 64, Hex.decode(hash) != nil else {
+            throw LedgerEventError.invalidField(key: "sha256", value: sha256, reason: "not 64 hex digits")
+        }
+        let ae = String(callingAETitle.drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
+        guard (1...16).contains(ae.utf8.count), ae.utf8.allSatisfy({ (0x20...0x7E).contains($0) && $0 != 0x5C }) else {
+            throw LedgerEventError.invalidField(key: "calling-ae-title", value: callingAETitle, reason: "not an AE title")
+        }
+        // Years 0000 to 9999, so the time has the fixed RFC 3339 form.
+        guard (-62_167_219_200_000...253_402_300_799_999).contains(receivedMillis) else {
+            throw LedgerEventError.invalidField(key: "received", value: String(receivedMillis), reason: "year outside 0000 to 9999")
+        }
+        self.sopInstanceUID = sopInstanceUID
+        self.studyInstanceUID = studyInstanceUID
+        self.seriesInstanceUID = seriesInstanceUID
+        self.sopClassUID = sopClassUID
+        self.sha256 = hash
+        self.size = size
+        self.transferSyntaxUID = transferSyntaxUID
+        self.callingAETitle = ae
+        self.receivedMillis = receivedMillis
+    }
+
+    init(_ record: EventRecord) throws {
+        let v = try record.values(InstanceAnchored.keys)
+        guard let size = UInt64(v[5]) else { throw LedgerEventError.invalidField(key: "size", value: v[5], reason: "not a byte count") }
+        guard let ms = Timestamp.parseMillis(v[8]) else {
+            throw LedgerEventError.invalidField(key: "received", value: v[8], reason: "not YYYY-MM-DDTHH:MM:SS.mmmZ")
+        }
+        try self.init(
+            sopInstanceUID: v[0], studyInstanceUID: v[1], seriesInstanceUID: v[2], sopClassUID: v[3], sha256: v[4],
+            size: size, transferSyntaxUID: v[6], callingAETitle: v[7], receivedMillis: ms)
+    }
+
+    var record: EventRecord {
+        // Every value was validated in init, so this cannot fail.
+        try! EventRecord(type: InstanceAnchored.type, version: InstanceAnchored.version, fields: Array(zip(InstanceAnchored.keys, [
+            sopInstanceUID, studyInstanceUID, seriesInstanceUID, sopClassUID, sha256, String(size),
+            transferSyntaxUID, callingAETitle, Timestamp.rfc3339(millis: receivedMillis),
+        ])))
+    }
+
+    public func encode() -> Data { record.encode() }
+}
