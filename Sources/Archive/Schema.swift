@@ -80,5 +80,10 @@ enum Schema {
                 ALTER TABLE application_entity ADD COLUMN move_destinations TEXT NOT NULL DEFAULT '*';
                 """)
         }
+        migrator.registerMigration("v3-ledger-index") { db in
+            // Where each stored version is anchored in the ledger (its leaf index), for proofs by
+            // SOP Instance UID or hash without scanning the log.
+            try db.execute(sql: "ALTER TABLE instance ADD COLUMN ledger_index INTEGER")
+        }
     }
 }

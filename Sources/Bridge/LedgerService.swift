@@ -40,7 +40,11 @@ final class LedgerService: BackgroundService, @unchecked Sendable {
                     receivedAt: i.receivedAt
                 ).encode()
             }
-            _ = try LedgerStore.append(entries, in: db)
+            let indices = try LedgerStore.append(entries, in: db)
+            for (outcome, index) in zip(outcomes, indices) {
+                try db.execute(sql: "UPDATE instance SET ledger_index = ? WHERE sop_instance_uid = ? AND sha256 = ?",
+                               arguments: [Int64(index), outcome.instance.attributes.sopInstanceUID, outcome.instance.sha256])
+            }
         }
     }
 

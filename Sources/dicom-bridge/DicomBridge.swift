@@ -12,7 +12,7 @@ struct DicomBridge: ParsableCommand {
             Settings come from DIR/config.json, then DICOM_BRIDGE_* environment variables, then flags.
             """,
         version: "0.1.0",
-        subcommands: [Init.self, Serve.self, Status.self, AE.self, Echo.self, Store.self]
+        subcommands: [Init.self, Serve.self, Status.self, AE.self, Echo.self, Store.self, LedgerCommand.self, VerifyStore.self]
     )
 }
 
@@ -31,7 +31,7 @@ struct GlobalFlags: ParsableArguments {
 
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     let data = try encoder.encode(value)
     FileHandle.standardOutput.write(data)
     FileHandle.standardOutput.write(Data("\n".utf8))
