@@ -337,4 +337,4 @@ def test_full_disk_is_answered_a700_and_nothing_acknowledged_is_lost(tmp_path):
     finally:
         if b:
             b.stop()
-        subprocess.run(["umount", str(mnt)], check=False)
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
