@@ -22,6 +22,8 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
     public var checkpointIntervalSeconds: Double = 1
     /// The ledger's origin line and the name in the node's signing key.
     public var nodeName: String = "dicom-bridge.local"
+    /// The port of the ledger's read-only HTTP endpoints (tlog-tiles); 0 turns them off.
+    public var httpPort: Int = 8787
     /// Most matches one C-FIND returns (0: no limit); a query that would return more is answered
     /// A700 after this many, asking the user to narrow it.
     public var maxQueryMatches: Int = 10_000
@@ -30,7 +32,7 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case aeTitle, port, maxPDU, maxAssociations, acceptAny, dimseTimeoutSeconds, logLevel,
-             checkpointIntervalSeconds, nodeName, maxQueryMatches
+             checkpointIntervalSeconds, nodeName, maxQueryMatches, httpPort
     }
 
     public init(from decoder: any Decoder) throws {
@@ -46,6 +48,7 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         checkpointIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .checkpointIntervalSeconds) ?? d.checkpointIntervalSeconds
         nodeName = try c.decodeIfPresent(String.self, forKey: .nodeName) ?? d.nodeName
         maxQueryMatches = try c.decodeIfPresent(Int.self, forKey: .maxQueryMatches) ?? d.maxQueryMatches
+        httpPort = try c.decodeIfPresent(Int.self, forKey: .httpPort) ?? d.httpPort
     }
 
     static let defaults = BridgeConfiguration()
@@ -54,6 +57,8 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
     public func validate() throws {
         guard AETitle(aeTitle) != nil else { throw ConfigurationError("aeTitle '\(aeTitle)' is not a valid AE title (1 to 16 characters, no backslash)") }
         guard (1...65535).contains(port) else { throw ConfigurationError("port \(port) is out of range 1-65535") }
+        guard (0...65535).contains(httpPort) else { throw ConfigurationError("httpPort \(httpPort) is out of range 0-65535 (0 turns it off)") }
+        guard httpPort != port else { throw ConfigurationError("httpPort and port must differ (both \(port))") }
         guard (4096...131_072).contains(maxPDU) else { throw ConfigurationError("maxPDU \(maxPDU) is out of range 4096-131072") }
         guard (1...1024).contains(maxAssociations) else { throw ConfigurationError("maxAssociations \(maxAssociations) is out of range 1-1024") }
         guard dimseTimeoutSeconds >= 1 else { throw ConfigurationError("dimseTimeoutSeconds must be at least 1") }
@@ -82,6 +87,7 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         if let v = env["DICOM_BRIDGE_CHECKPOINT_INTERVAL"], let d = Double(v) { checkpointIntervalSeconds = d }
         if let v = env["DICOM_BRIDGE_NODE_NAME"] { nodeName = v }
         if let v = try int("DICOM_BRIDGE_MAX_QUERY_MATCHES") { maxQueryMatches = v }
+        if let v = try int("DICOM_BRIDGE_HTTP_PORT") { httpPort = v }
     }
 }
 

@@ -5,18 +5,23 @@ import GRDB
 import Ledger
 
 /// What the `ledger` and `verify` commands read and check.
-public struct LedgerReader {
+public struct LedgerReader: Sendable {
     let archive: Archive
-    let home: Home
+    let key: String
 
     public init(home: Home) throws {
-        self.home = home
         archive = try Setup.openArchive(home: home)
+        key = try NodeKey.load(home: home).verifierKey
+    }
+
+    init(archive: Archive, key: String) {
+        self.archive = archive
+        self.key = key
     }
 
     public func close() { archive.close() }
 
-    public func verifierKey() throws -> String { try NodeKey.load(home: home).verifierKey }
+    public func verifierKey() throws -> String { key }
 
     public func latestCheckpoint() throws -> StoredCheckpoint? {
         try archive.database.read { try LedgerStore.latestCheckpoint($0) }

@@ -23,6 +23,10 @@ public final class BridgeServer: @unchecked Sendable {
         let ledger = try LedgerService(home: home, configuration: configuration, archive: archive, logger: logger)
         archive.setCommitHook(ledger.commitHook)
         services.append(ledger)
+        if configuration.httpPort > 0 {
+            services.append(LedgerHTTPService(archive: archive, port: configuration.httpPort,
+                                              verifierKey: ledger.signer.verifierKey, logger: logger))
+        }
     }
 
     /// Binds the port and starts serving. Logs one line saying it listens once it accepts associations.

@@ -9,6 +9,9 @@ struct ServerOptions: ParsableArguments {
     @Option(help: "The DICOM port (default 11112).")
     var port: Int?
 
+    @Option(name: .customLong("http-port"), help: "Port of the ledger's HTTP endpoints (default 8787; 0: off).")
+    var httpPort: Int?
+
     @Option(name: .customLong("max-pdu"), help: "Largest PDU we receive, 4096-131072.")
     var maxPDU: Int?
 
@@ -24,6 +27,7 @@ struct ServerOptions: ParsableArguments {
     func apply(to config: inout BridgeConfiguration) {
         if let aeTitle { config.aeTitle = aeTitle }
         if let port { config.port = port }
+        if let httpPort { config.httpPort = httpPort }
         if let maxPDU { config.maxPDU = maxPDU }
         if let maxAssociations { config.maxAssociations = maxAssociations }
         if acceptAny { config.acceptAny = true }
