@@ -76,14 +76,16 @@ final class LedgerHTTPService: BackgroundService, @unchecked Sendable {
     }
 
     func start() {
+        var httpLogger = logger
+        httpLogger.logLevel = max(logger.logLevel, .warning)  // Hummingbird's own per-request lines stay quiet
         let app = Application(
             router: router(),
             configuration: .init(address: .hostname("0.0.0.0", port: port), serverName: "dicom-bridge"),
             onServerRunning: { [logger, port, ready] _ in
-                logger.notice("ledger HTTP endpoints listening", metadata: ["port": "\(port)"])
+                logger.notice("ledger HTTP endpoints serving", metadata: ["port": "\(port)"])
                 ready.signal()
             },
-            logger: logger)
+            logger: httpLogger)
         let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
         self.group = group
         task = Task { [done, logger, port, ready] in

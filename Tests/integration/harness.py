@@ -194,6 +194,7 @@ class Bridge(ManagedProcess):
         self.port = port
         self.ae_title = ae_title
         self.host = "127.0.0.1"
+        self.http_port = free_port()  # the ledger's HTTP endpoints
 
     # -- the CLI -----------------------------------------------------------------------------
     def cli(self, *args, check=True, timeout=COMMAND_TIMEOUT, home=True):
@@ -203,7 +204,7 @@ class Bridge(ManagedProcess):
         return run(cmd, timeout=timeout, check=check)
 
     def init(self, *extra):
-        return self.cli("init", "--ae-title", self.ae_title, "--port", self.port, *extra)
+        return self.cli("init", "--ae-title", self.ae_title, "--port", self.port, "--http-port", self.http_port, *extra)
 
     def add_ae(self, name, host=None, port=None):
         args = ["ae", "add", name]

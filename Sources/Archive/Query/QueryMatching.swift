@@ -34,8 +34,7 @@ enum QueryText {
     static let wildcardVRs: Set<String> = ["AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"]
 
     /// Removes the padding that is not significant for the VR (PS3.5 6.2): leading and trailing
-    /// spaces for most string VRs, only trailing ones for LT, ST and UT (and UT, UR, UC keep
-    /// nothing special here).
+    /// spaces (and NULs, which pad UIs) for most VRs, only trailing ones for LT, ST and UT.
     static func trim(_ value: String, vr: String) -> String {
         switch vr {
         case "LT", "ST", "UT":
@@ -105,8 +104,8 @@ enum Matching {
         let prefix = QueryText.literalPrefix(value)
         let glob = QueryText.globPattern(value)
         if !prefix.isEmpty, let upper = QueryText.upperBound(ofPrefix: prefix) {
-            return SQLCondition("(\(QueryText.selective("\(column) >= ?")) AND \(QueryText.selective("\(column) < ?")) AND \(column) GLOB ?)",
-                                [prefix, upper, glob])
+            let from = QueryText.selective("\(column) >= ?"), below = QueryText.selective("\(column) < ?")
+            return SQLCondition("(\(from) AND \(below) AND \(column) GLOB ?)", [prefix, upper, glob])
         }
         return SQLCondition("\(column) GLOB ?", [glob])
     }
@@ -268,10 +267,10 @@ enum PersonName {
         if QueryText.isUniversalWildcard(value) { return nil }
         let prefix = indexPrefix(value)
         if !prefix.isEmpty, let upper = QueryText.upperBound(ofPrefix: prefix) {
-            return SQLCondition("""
-                (\(QueryText.selective("\(column) COLLATE NOCASE >= ?")) AND \(QueryText.selective("\(column) COLLATE NOCASE < ?")) \
-                AND \(functionName)(\(column), ?))
-                """, [prefix, upper, value], usesPersonNameFunction: true)
+            let from = QueryText.selective("\(column) COLLATE NOCASE >= ?")
+            let below = QueryText.selective("\(column) COLLATE NOCASE < ?")
+            return SQLCondition("(\(from) AND \(below) AND \(functionName)(\(column), ?))", [prefix, upper, value],
+                                usesPersonNameFunction: true)
         }
         return SQLCondition("\(functionName)(\(column), ?)", [value], usesPersonNameFunction: true)
     }
