@@ -28,8 +28,10 @@ struct FindContext {
     const char *sop_class;
     void *query = nullptr;
     bool ended = false;
-    DcmDataset *response = nullptr;
 };
+
+// Ownership: DIMSE_findProvider, DIMSE_moveProvider and DIMSE_getProvider delete the response
+// identifiers and status detail datasets the callback hands them after sending each response.
 
 void find_callback(void *data, OFBool cancelled, T_DIMSE_C_FindRQ *, DcmDataset *identifier, int count,
                    T_DIMSE_C_FindRSP *rsp, DcmDataset **response_ids, DcmDataset **detail) {
@@ -60,16 +62,16 @@ void find_callback(void *data, OFBool cancelled, T_DIMSE_C_FindRQ *, DcmDataset 
             f->ended = true;
             return;
         }
-        delete f->response;
-        f->response = new DcmDataset();
-        cdcm_dataset *out = cdcm_dataset_wrap(f->response);
+        auto *response = new DcmDataset();
+        cdcm_dataset *out = cdcm_dataset_wrap(response);
         int more = f->cb->find_next(f->ctx, f->query, out, &st);
         cdcm_dataset_free(out);
         if (more) {
-            rsp->DimseStatus = kPending;
-            *response_ids = f->response;
+            rsp->DimseStatus = st.status ? st.status : kPending;  // FF00, or FF01 (optional keys not supported)
+            *response_ids = response;  // DCMTK deletes it once sent
             return;
         }
+        delete response;
         rsp->DimseStatus = st.status;
         if (st.status != 0 && st.error_comment[0]) {
             *detail = new DcmDataset();
@@ -106,13 +108,11 @@ struct RetrieveContext {
     T_ASC_Association *sub = nullptr;  // C-MOVE: our association to the destination
     uint16_t message_id = 0;
     std::string setup_error;
-    DcmDataset *detail = nullptr;
-    DcmDataset *ids = nullptr;
+    DcmDataset *detail = nullptr;  // handed to DCMTK with the final response
 
     ~RetrieveContext() {
         close_sub();
         delete detail;
-        delete ids;
     }
 
     void close_sub() {
@@ -184,10 +184,9 @@ void fill_counts(RetrieveContext &r, RSP *rsp, bool final, DcmDataset **ids, uns
         // PS3.4 C.4.2.1.4.2: Failed SOP Instance UID List (0008,0058) in the final identifier.
         std::string list;
         for (size_t i = 0; i < r.failed_uids.size(); ++i) list += (i ? "\\" : "") + r.failed_uids[i];
-        delete r.ids;
-        r.ids = new DcmDataset();
-        r.ids->putAndInsertString(DCM_FailedSOPInstanceUIDList, list.c_str());
-        *ids = r.ids;
+        auto *failed = new DcmDataset();
+        failed->putAndInsertString(DCM_FailedSOPInstanceUIDList, list.c_str());
+        *ids = failed;  // DCMTK deletes it once sent
     }
 }
 
@@ -286,7 +285,8 @@ void move_callback(void *data, OFBool cancelled, T_DIMSE_C_MoveRQ *req, DcmDatas
     fill_counts(*r, rsp, final, ids, O_MOVE_NUMBEROFREMAININGSUBOPERATIONS, O_MOVE_NUMBEROFCOMPLETEDSUBOPERATIONS,
                 O_MOVE_NUMBEROFFAILEDSUBOPERATIONS, O_MOVE_NUMBEROFWARNINGSUBOPERATIONS);
     if (final) {
-        *detail = r->detail;
+        *detail = r->detail;  // DCMTK deletes it once sent
+        r->detail = nullptr;
         finish_retrieval(*r, rsp->DimseStatus == kCancel);
     }
 }
@@ -305,7 +305,8 @@ void get_callback(void *data, OFBool cancelled, T_DIMSE_C_GetRQ *, DcmDataset *i
     fill_counts(*r, rsp, final, ids, O_GET_NUMBEROFREMAININGSUBOPERATIONS, O_GET_NUMBEROFCOMPLETEDSUBOPERATIONS,
                 O_GET_NUMBEROFFAILEDSUBOPERATIONS, O_GET_NUMBEROFWARNINGSUBOPERATIONS);
     if (final) {
-        *detail = r->detail;
+        *detail = r->detail;  // DCMTK deletes it once sent
+        r->detail = nullptr;
         finish_retrieval(*r, rsp->DimseStatus == kCancel);
     }
 }
@@ -332,7 +333,6 @@ OFCondition handle_find(const QRServer &s, T_ASC_Association *assoc, const cdcm_
     FindContext f{s.callbacks, s.context, &info, req.AffectedSOPClassUID};
     OFCondition cond = DIMSE_findProvider(assoc, pres_id, &req, find_callback, &f, DIMSE_NONBLOCKING, s.timeout);
     if (f.query) s.callbacks->find_end(s.context, f.query, 1);
-    delete f.response;
     return cond;
 }
 

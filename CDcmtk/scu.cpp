@@ -268,7 +268,7 @@ extern "C" int cdcm_scu_move(cdcm_scu *scu, const char *sop_class_uid, const cdc
             delete detail;
             return cdcm::fail(err, cond);
         }
-        counts->remaining = rsp.NumberOfRemainingSubOperations;
+        counts->remaining = (rsp.opts & O_MOVE_NUMBEROFREMAININGSUBOPERATIONS) ? rsp.NumberOfRemainingSubOperations : 0;
         counts->completed = rsp.NumberOfCompletedSubOperations;
         counts->failed = rsp.NumberOfFailedSubOperations;
         counts->warning = rsp.NumberOfWarningSubOperations;
@@ -321,8 +321,10 @@ extern "C" int cdcm_scu_get(cdcm_scu *scu, const char *sop_class_uid, const cdcm
                 if (rsp.opts & O_GET_NUMBEROFCOMPLETEDSUBOPERATIONS) counts->completed = rsp.NumberOfCompletedSubOperations;
                 if (rsp.opts & O_GET_NUMBEROFFAILEDSUBOPERATIONS) counts->failed = rsp.NumberOfFailedSubOperations;
                 if (rsp.opts & O_GET_NUMBEROFWARNINGSUBOPERATIONS) counts->warning = rsp.NumberOfWarningSubOperations;
+                bool final = rsp.DimseStatus != 0xFF00 && rsp.DimseStatus != 0xFF01;
+                if (final && !(rsp.opts & O_GET_NUMBEROFREMAININGSUBOPERATIONS)) counts->remaining = 0;
                 if (progress) progress(context, counts);
-                if (rsp.DimseStatus != 0xFF00 && rsp.DimseStatus != 0xFF01) {
+                if (final) {
                     fill_final(status, rsp.DimseStatus, detail);
                     delete detail;
                     cdcm::clear(err);

@@ -168,7 +168,8 @@ typedef struct cdcm_scp_callbacks {
      */
     void *(*find_begin)(void *context, const cdcm_association_info *info, const char *sop_class_uid,
                         cdcm_dataset *identifier, cdcm_status *status);
-    /** Next match: fill `response` and return 1 (Pending), or return 0 with the final `status`. */
+    /** Next match: fill `response` and return 1 (Pending; `status` may give FF01 instead of FF00),
+        or return 0 with the final `status`. */
     int (*find_next)(void *context, void *query, cdcm_dataset *response, cdcm_status *status);
     /** The query ended (`cancelled` non-zero after a C-CANCEL). Releases it. */
     void (*find_end)(void *context, void *query, int cancelled);

@@ -71,6 +71,7 @@ enum Schema {
                 );
                 """)
         }
+        QueryIndex.register(&migrator)
         migrator.registerMigration("v2-ae-permissions") { db in
             // Who may query and retrieve, and to which destinations a calling AE may move.
             try db.execute(sql: """

@@ -44,7 +44,8 @@ public final class BridgeServer: @unchecked Sendable {
         let service = ReceiveService(archive: archive, configuration: configuration, logger: logger)
         let scp: SCP
         do {
-            scp = try SCP(configuration: scpConfig, delegate: service)
+            let qr = QueryRetrieveService(archive: archive, configuration: configuration, logger: logger)
+            scp = try SCP(configuration: scpConfig, delegate: service, queryRetrieve: qr)
         } catch {
             throw ConfigurationError("cannot listen on port \(configuration.port): \(error)")
         }

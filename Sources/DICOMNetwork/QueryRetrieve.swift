@@ -3,10 +3,16 @@ import DICOM
 import Foundation
 
 /// One C-FIND in progress.
+public enum FindStep {
+    /// `response` holds a match; answer Pending with this status (FF00, or FF01).
+    case match(DIMSEStatus)
+    /// No more matches: the final status.
+    case done(StatusReply)
+}
+
 public protocol FindQuery: AnyObject {
-    /// Fills `response` with the next match and returns nil (a Pending response), or returns the
-    /// final status when there is no more.
-    func next(into response: Dataset) -> StatusReply?
+    /// Fills `response` with the next match, or says the query is done.
+    func next(into response: Dataset) -> FindStep
     /// The query ended, normally or by C-CANCEL.
     func end(cancelled: Bool)
 }
@@ -107,11 +113,14 @@ extension SCP {
         }
         callbacks.find_next = { _, query, response, status in
             let box = Unmanaged<FindBox>.fromOpaque(query!).takeUnretainedValue()
-            if let final = box.query.next(into: Dataset(borrowing: response!)) {
+            switch box.query.next(into: Dataset(borrowing: response!)) {
+            case .match(let pending):
+                status!.pointee.status = pending.code
+                return 1
+            case .done(let final):
                 SCP.fill(status!, final)
                 return 0
             }
-            return 1
         }
         callbacks.find_end = { _, query, cancelled in
             // Retained in find_begin; this is its one release.

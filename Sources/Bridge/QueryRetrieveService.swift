@@ -1,0 +1,184 @@
+import Archive
+import DICOM
+import DICOMNetwork
+import Foundation
+import Logging
+
+/// C-FIND, C-MOVE and C-GET over the archive's index (PS3.4 annex C), with access control:
+/// which calling AE titles may query and retrieve, and to which destinations they may move.
+final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
+    let archive: Archive
+    let configuration: BridgeConfiguration
+    let logger: Logger
+
+    init(archive: Archive, configuration: BridgeConfiguration, logger: Logger) {
+        self.archive = archive
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// The calling AE's permissions; nil (with the refusal logged) when it may not do `what`.
+    private func permitted(_ info: AssociationInfo, _ what: String, _ check: (ApplicationEntity) -> Bool) -> Bool {
+        if configuration.acceptAny { return true }
+        guard let ae = try? archive.applicationEntity(info.callingAETitle), check(ae) else {
+            logger.warning("\(what) refused: the calling AE title is not allowed to", metadata: ["association": "\(info)"])
+            return false
+        }
+        return true
+    }
+
+    /// The identifier as the query engine takes it: level, and every other key with its VR and value.
+    static func request(from identifier: Dataset, sopClassUID: String) throws -> (QueryModel, QueryLevel, [QueryKey]) {
+        if let charset = identifier.string(.specificCharacterSet), !charset.isEmpty {
+            do { try identifier.convertToUTF8() } catch {
+                throw QueryFailure(status: DIMSEStatus(0xC000), reason: "cannot decode Specific Character Set '\(charset)'")
+            }
+        }
+        let model: QueryModel = QueryRetrieveSOPClass.isPatientRoot(sopClassUID) ? .patientRoot : .studyRoot
+        let levelText = (identifier.string(.queryRetrieveLevel) ?? "").trimmingCharacters(in: .whitespaces)
+        guard let level = QueryLevel(rawValue: levelText) else {
+            throw QueryFailure(status: .identifierDoesNotMatchSOPClass,
+                               reason: levelText.isEmpty ? "missing Query/Retrieve Level (0008,0052)" : "unknown Query/Retrieve Level '\(levelText)'")
+        }
+        var keys: [QueryKey] = []
+        for (tag, vr) in identifier.elements where tag != .queryRetrieveLevel && tag != .specificCharacterSet && vr != "SQ" {
+            keys.append(QueryKey(tag: tag, vr: vr, value: identifier.string(tag) ?? ""))
+        }
+        return (model, level, keys)
+    }
+
+    // MARK: C-FIND
+
+    final class Find: FindQuery {
+        let cursor: QueryCursor
+        let service: QueryRetrieveService
+        let info: AssociationInfo
+        let level: QueryLevel
+        let requested: Set<Tag>
+        var matches = 0
+
+        init(cursor: QueryCursor, service: QueryRetrieveService, info: AssociationInfo, level: QueryLevel, requested: Set<Tag>) {
+            self.cursor = cursor
+            self.service = service
+            self.info = info
+            self.level = level
+            self.requested = requested
+        }
+
+        func next(into response: Dataset) -> FindStep {
+            do {
+                guard let match = try cursor.next() else {
+                    if cursor.limitReached {
+                        service.logger.warning("C-FIND stopped at the configured maximum number of matches",
+                                               metadata: ["association": "\(info)", "matches": "\(matches)",
+                                                          "max-query-matches": "\(service.configuration.maxQueryMatches)"])
+                        return .done(StatusReply(.outOfResources, "too many matches: narrow the query"))
+                    }
+                    return .done(.success)
+                }
+                for (tag, value) in match.values { try? response.set(tag, value) }
+                // PS3.4 C.4.1.1.3.2: where the instances can be retrieved from, and how soon.
+                if requested.contains(.retrieveAETitle) { try? response.set(.retrieveAETitle, service.configuration.aeTitle) }
+                if requested.contains(.instanceAvailability) { try? response.set(.instanceAvailability, "ONLINE") }
+                matches += 1
+                return .match(cursor.pendingStatus)
+            } catch {
+                service.logger.error("C-FIND failed while reading the index", metadata: ["association": "\(info)", "error": "\(error)"])
+                return .done(StatusReply(DIMSEStatus(0xC001), "unable to process"))
+            }
+        }
+
+        func end(cancelled: Bool) {
+            service.logger.info(cancelled ? "C-FIND cancelled" : "C-FIND answered",
+                                metadata: ["association": "\(info)", "level": "\(level.rawValue)", "matches": "\(matches)"])
+        }
+    }
+
+    func findBegin(_ info: AssociationInfo, sopClassUID: String, identifier: Dataset) -> Result<FindQuery, StatusReply> {
+        guard permitted(info, "C-FIND", { $0.mayQuery }) else { return .failure(StatusReply(.notAuthorized, "not authorized to query")) }
+        do {
+            let (model, level, keys) = try Self.request(from: identifier, sopClassUID: sopClassUID)
+            let limit = configuration.maxQueryMatches > 0 ? configuration.maxQueryMatches : nil
+            let cursor = try archive.find(QueryRequest(model: model, level: level, keys: keys), maxMatches: limit)
+            return .success(Find(cursor: cursor, service: self, info: info, level: level, requested: Set(keys.map(\.tag))))
+        } catch let failure as QueryFailure {
+            logger.warning("C-FIND refused: \(failure.reason)", metadata: ["association": "\(info)", "status": "\(failure.status)"])
+            return .failure(StatusReply(failure.status, String(failure.reason.prefix(64))))
+        } catch {
+            logger.error("C-FIND failed", metadata: ["association": "\(info)", "error": "\(error)"])
+            return .failure(StatusReply(DIMSEStatus(0xC001), "unable to process"))
+        }
+    }
+
+    // MARK: C-MOVE and C-GET
+
+    final class Retrieve: Retrieval {
+        let destination: RetrieveDestination?
+        let files: [RetrieveFile]
+        let service: QueryRetrieveService
+        let info: AssociationInfo
+        let operation: String
+
+        init(destination: RetrieveDestination?, files: [RetrieveFile], service: QueryRetrieveService, info: AssociationInfo) {
+            self.destination = destination
+            self.files = files
+            self.service = service
+            self.info = info
+            operation = destination == nil ? "C-GET" : "C-MOVE"
+        }
+
+        func subOperationEnded(index: Int, status: DIMSEStatus, error: String?) {
+            guard !status.isSuccess else { return }
+            var meta: Logger.Metadata = ["association": "\(info)", "sop-instance-uid": "\(files[index].sopInstanceUID)",
+                                         "status": "\(status)"]
+            if let error { meta["error"] = "\(error)" }
+            if let d = destination { meta["destination"] = "\(d.aeTitle)" }
+            service.logger.warning("\(operation) sub-operation did not succeed", metadata: meta)
+        }
+
+        func end(counts: RetrieveCounts, cancelled: Bool) {
+            var meta: Logger.Metadata = ["association": "\(info)", "completed": "\(counts.completed)", "failed": "\(counts.failed)",
+                                         "warning": "\(counts.warning)", "remaining": "\(counts.remaining)"]
+            if let d = destination { meta["destination"] = "\(d.aeTitle)" }
+            service.logger.info(cancelled ? "\(operation) cancelled" : "\(operation) done", metadata: meta)
+        }
+    }
+
+    func retrieveBegin(_ info: AssociationInfo, sopClassUID: String, identifier: Dataset,
+                       moveDestination: String?) -> Result<Retrieval, StatusReply> {
+        let operation = moveDestination == nil ? "C-GET" : "C-MOVE"
+        guard permitted(info, operation, { $0.mayRetrieve }) else {
+            return .failure(StatusReply(.notAuthorized, "not authorized to retrieve"))
+        }
+        var destination: RetrieveDestination?
+        if let name = moveDestination {
+            guard let ae = try? archive.applicationEntity(name), let host = ae.host, let port = ae.port else {
+                logger.warning("C-MOVE refused: unknown move destination (add it with `dicom-bridge ae add NAME --host H --port N`)",
+                               metadata: ["association": "\(info)", "destination": "\(name)"])
+                return .failure(StatusReply(.moveDestinationUnknown, "move destination unknown"))
+            }
+            if !configuration.acceptAny, let caller = try? archive.applicationEntity(info.callingAETitle), !caller.mayMove(to: name) {
+                logger.warning("C-MOVE refused: the calling AE may not move to this destination",
+                               metadata: ["association": "\(info)", "destination": "\(name)"])
+                return .failure(StatusReply(.notAuthorized, "not authorized to move to this destination"))
+            }
+            destination = RetrieveDestination(aeTitle: name, host: host, port: UInt16(port))
+        }
+        do {
+            let (model, level, keys) = try Self.request(from: identifier, sopClassUID: sopClassUID)
+            let items = try archive.retrieveItems(model: model, level: level, keys: keys)
+            let files = items.map { RetrieveFile(path: $0.path, sopClassUID: $0.sopClassUID, sopInstanceUID: $0.sopInstanceUID,
+                                                 transferSyntaxUID: $0.transferSyntaxUID) }
+            var meta: Logger.Metadata = ["association": "\(info)", "level": "\(level.rawValue)", "instances": "\(files.count)"]
+            if let destination { meta["destination"] = "\(destination.aeTitle)" }
+            logger.info("\(operation) started", metadata: meta)
+            return .success(Retrieve(destination: destination, files: files, service: self, info: info))
+        } catch let failure as QueryFailure {
+            logger.warning("\(operation) refused: \(failure.reason)", metadata: ["association": "\(info)", "status": "\(failure.status)"])
+            return .failure(StatusReply(failure.status, String(failure.reason.prefix(64))))
+        } catch {
+            logger.error("\(operation) failed", metadata: ["association": "\(info)", "error": "\(error)"])
+            return .failure(StatusReply(DIMSEStatus(0xC001), "unable to process"))
+        }
+    }
+}
