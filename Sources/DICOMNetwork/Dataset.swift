@@ -46,6 +46,14 @@ public final class Dataset {
         return String(cString: buffer)
     }
 
+    /// The raw bytes of a top-level string element as the dataset holds them (no character set
+    /// decoding), nil when absent.
+    public func rawString(_ tag: Tag) -> [UInt8]? {
+        var buffer = [CChar](repeating: 0, count: 1 << 16)
+        guard cdcm_dataset_get_string(handle, tag.rawValue, &buffer, buffer.count) != 0 else { return nil }
+        return buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }
+    }
+
     public func set(_ tag: Tag, _ value: String) throws {
         try dcmtk { cdcm_dataset_put_string(handle, tag.rawValue, value, $0) }
     }

@@ -165,12 +165,7 @@ TEXT_COLUMNS = {"patient_name": "PatientName", "study_description": "StudyDescri
                 "referring_physician_name": "ReferringPhysicianName", "series_description": "SeriesDescription"}
 
 
-@pytest.mark.parametrize("profile", [
-    "latin1", "utf8", "greek", "ascii",
-    pytest.param("iso2022jp", marks=pytest.mark.xfail(
-        reason="Debian's DCMTK converts character sets with glibc iconv, which cannot decode "
-               "ISO 2022 IR 87 (the bridge logs 'cannot decode Specific Character Set')", strict=False)),
-])
+@pytest.mark.parametrize("profile", ["latin1", "utf8", "greek", "ascii", "iso2022jp"])
 def test_corpus_text_decoded_to_utf8(corpus_in_bridge, profile):
     """The index holds names and descriptions decoded from the Specific Character Set."""
     b, _, manifest = corpus_in_bridge
