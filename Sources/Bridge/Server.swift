@@ -21,7 +21,12 @@ public final class BridgeServer: @unchecked Sendable {
         LedgerService.registered
         archive = try Archive(home: home.url, logger: logger)
         let ledger = try LedgerService(home: home, configuration: configuration, archive: archive, logger: logger)
-        archive.setCommitHook(ledger.commitHook)
+        if ProcessInfo.processInfo.environment["DICOM_BRIDGE_BENCHMARK_NO_ANCHORING"] == "1" {
+            // Only for measuring what anchoring costs (Benchmarks/): never in production.
+            logger.critical("BENCHMARK MODE: DICOM_BRIDGE_BENCHMARK_NO_ANCHORING=1, instances are NOT anchored in the ledger")
+        } else {
+            archive.setCommitHook(ledger.commitHook)
+        }
         services.append(ledger)
         if configuration.httpPort > 0 {
             services.append(LedgerHTTPService(archive: archive, port: configuration.httpPort,
