@@ -50,7 +50,23 @@ final class LedgerHTTPService: BackgroundService, @unchecked Sendable {
             return Self.text(cp.signedNote)
         }
         router.get("/key") { _, _ in Self.text(key + "\n") }
-        addTileRoutes(router)
+        router.get("/tile/**") { request, _ -> Response in
+            let path = String(request.uri.path.dropFirst())  // "tile/..."
+            do {
+                let tile = try TilePath.parse(path)
+                let data = try await archive.database.read { db -> Data in
+                    guard let cp = try LedgerStore.latestCheckpoint(db) else { throw HTTPError(.notFound) }
+                    return try TileServer.content(tile, treeSize: cp.size, db)
+                }
+                return Response(status: .ok, headers: [.contentType: "application/octet-stream",
+                                                       .cacheControl: path.contains(".p/") ? "no-cache" : "max-age=31536000, immutable"],
+                                body: .init(byteBuffer: ByteBuffer(bytes: data)))
+            } catch let e as HTTPError {
+                throw e
+            } catch {
+                return Self.text("\(error)\n", status: .notFound)
+            }
+        }
         router.get("/proof/inclusion") { request, _ -> Response in
             let q = request.uri.queryParameters
             let reader = LedgerReader(archive: archive, key: key)
@@ -104,8 +120,4 @@ final class LedgerHTTPService: BackgroundService, @unchecked Sendable {
         done.wait()
         task = nil
     }
-}
-
-extension LedgerHTTPService {
-    func addTileRoutes(_ router: Router<BasicRequestContext>) {}
 }

@@ -239,25 +239,24 @@ public enum EntryBundle {
 /// Serves the tiles of the log in a `LedgerStore` database.
 public enum TileServer {
     /// The content of `tile` for the tree of `treeSize` leaves (the latest signed checkpoint's
-    /// size; it must not exceed the log's size). A full tile exists once the tree covers it; a
-    /// partial tile only with the width this tree size implies. Anything else throws
-    /// `TileError.notFound`.
+    /// size; it must not exceed the log's size). Served: a full tile once the tree covers it; a
+    /// partial tile with the width this tree size implies, or with the width the size of an
+    /// earlier stored checkpoint implies (c2sp.org/tlog-tiles: logs MUST serve the partial tiles
+    /// of every tree size they produced a checkpoint for, so a client holding an older checkpoint
+    /// can still fetch its tiles). Anything else throws `TileError.notFound`.
     public static func content(_ tile: TilePath, treeSize: UInt64, _ db: Database) throws -> Data {
-        let level: Int
+        let level: Int  // tile level; entry bundles go with level 0
         switch tile {
         case let .hashes(l, _, _): level = l
-        case .entries: level = -1
+        case .entries: level = 0
         }
-        guard level <= TilePath.maxLevel, let expected = TilePath.tile(level: level, index: tile.index, treeSize: treeSize),
-              expected == tile
+        guard (0...TilePath.maxLevel).contains(level), (1...TilePath.fullWidth).contains(tile.width),
+              try exists(tile, level: level, treeSize: treeSize, db)
         else { throw TileError.notFound(path: tile.path, treeSize: treeSize) }
         let first = tile.index << 8
         switch tile {
         case .hashes:
-            let indexes = (0..<UInt64(tile.width)).map { MerkleTree.storedHashIndex(level: TilePath.height * level, n: first + $0) }
-            var out = Data(capacity: tile.width * MerkleHash.size)
-            for h in try LedgerStore.hashReader(db).readHashes(indexes) { out.append(contentsOf: h.bytes) }
-            return out
+            return try hashTile(level: level, first: first, width: tile.width, db)
         case .entries:
             let rows = try Row.fetchAll(
                 db, sql: "SELECT leaf_index, entry FROM ledger_entries WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index",
@@ -275,6 +274,54 @@ public enum TileServer {
             }
             return try EntryBundle.encode(entries, firstIndex: first)
         }
+    }
+}
+
+extension TileServer {
+    /// The hashes at tree level 8·level, n = first ..< first + width, concatenated. One statement:
+    /// at level 0 a range scan over the stored hashes between the first and the last (half of
+    /// them are leaf hashes), above it an IN list of the `width` stored indexes.
+    static func hashTile(level: Int, first: UInt64, width: Int, _ db: Database) throws -> Data {
+        let indexes = (0..<UInt64(width)).map { MerkleTree.storedHashIndex(level: TilePath.height * level, n: first + $0) }
+        let rows: RowCursor
+        if level == 0 {
+            rows = try Row.fetchCursor(db, sql: "SELECT stored_index, hash FROM ledger_hashes WHERE stored_index BETWEEN ? AND ? ORDER BY stored_index",
+                                       arguments: [Int64(indexes[0]), Int64(indexes[width - 1])])
+        } else {
+            let sql = "SELECT stored_index, hash FROM ledger_hashes WHERE stored_index IN ("
+                + repeatElement("?", count: width).joined(separator: ",") + ") ORDER BY stored_index"
+            rows = try Row.fetchCursor(db.cachedStatement(sql: sql), arguments: StatementArguments(indexes.map { Int64($0) }))
+        }
+        var out = Data(capacity: width * MerkleHash.size)
+        var next = 0  // indexes are increasing, and so are the rows
+        while next < width, let row = try rows.next() {
+            let at: Int64 = row[0]
+            if at < Int64(indexes[next]) { continue }  // a hash of a level inside the tile
+            guard at == Int64(indexes[next]) else { throw MerkleError.missingHash(index: indexes[next]) }
+            let hash: Data = row[1]
+            guard hash.count == MerkleHash.size else { throw LedgerStoreError.corrupt("stored hash \(at) is not 32 bytes") }
+            out.append(hash)
+            next += 1
+        }
+        guard next == width else { throw MerkleError.missingHash(index: indexes[next]) }
+        return out
+    }
+
+    /// Whether the tree of `treeSize` leaves, or an earlier checkpointed tree, has `tile`.
+    static func exists(_ tile: TilePath, level: Int, treeSize: UInt64, _ db: Database) throws -> Bool {
+        let shift = UInt64(TilePath.height * level)
+        // Hashes at this tile level, in full tiles and in this tile, that the tile claims.
+        let (first, o1) = tile.index.multipliedReportingOverflow(by: UInt64(TilePath.fullWidth))
+        let (covered, o2) = first.addingReportingOverflow(UInt64(tile.width))
+        guard !o1, !o2, covered <= TilePath.hashesAtTileLevel(level, treeSize: treeSize) else { return false }
+        if !tile.isPartial { return true }
+        // Partial: the tree sizes s with floor(s / 256^level) == covered are those implying it.
+        if covered == TilePath.hashesAtTileLevel(level, treeSize: treeSize) { return true }
+        guard covered <= MerkleTree.maxSize >> shift else { return false }
+        let low = covered << shift
+        let high = min((covered + 1) << shift, treeSize + 1)
+        return try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM ledger_checkpoints WHERE size >= ? AND size < ?)",
+                                 arguments: [Int64(low), Int64(high)]) ?? false
     }
 }
 

@@ -1,6 +1,10 @@
 import ArgumentParser
 import Bridge
 import Foundation
+import Ledger
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 
 struct LedgerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -88,13 +92,21 @@ struct LedgerCommand: ParsableCommand {
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Recompute the tree from the entries and check every kept checkpoint against it.")
+            abstract: "Recompute the tree from the entries and check every kept checkpoint against it.",
+            discussion: "With --url and --verifier-key, verify a remote node's whole log from its tiles instead.")
         @OptionGroup var home: HomeOptions
+        @Option(help: "A node's ledger URL (its HTTP endpoints), to verify from its tiles alone.") var url: String?
+        @Option(name: .customLong("verifier-key"), help: "That node's verifier key.") var verifierKey: String?
         @Flag(help: "Print JSON.") var json = false
 
         struct Result: Codable { var ok: Bool; var treeSize: UInt64?; var checkpoints: Int?; var error: String? }
 
+        func validate() throws {
+            if (url == nil) != (verifierKey == nil) { throw ValidationError("--url and --verifier-key go together") }
+        }
+
         func run() throws {
+            if let url, let verifierKey { return try verifyRemote(url: url, key: verifierKey) }
             let r = try LedgerReader(home: home.resolved)
             defer { r.close() }
             do {
@@ -105,6 +117,24 @@ struct LedgerCommand: ParsableCommand {
                 if json { try printJSON(Result(ok: false, error: "\(error)")) }
                 throw fail("ledger verification failed: \(error)")
             }
+        }
+    }
+}
+
+extension LedgerCommand.Verify {
+    func verifyRemote(url: String, key: String) throws {
+        let base = url.hasSuffix("/") ? url : url + "/"
+        do {
+            let verifier = try RemoteLogVerifier(verifierKey: key, fetch: { path in try HTTPFetch.get(base + path) })
+            let report = try verifier.verify()
+            if json { try printJSON(Result(ok: true, treeSize: report.entries, checkpoints: 1)) }
+            else {
+                print("remote ledger OK: \(report.entries) entries recomputed from \(report.hashTiles) hash tiles and "
+                      + "\(report.entryBundles) entry bundles match the checkpoint signed by \(key.split(separator: "+").first ?? "")")
+            }
+        } catch {
+            if json { try printJSON(Result(ok: false, error: "\(error)")) }
+            throw fail("remote ledger verification failed: \(error)")
         }
     }
 }
@@ -133,5 +163,28 @@ struct VerifyStore: ParsableCommand {
             print("\(checked) stored objects checked, \(problems.count) problem(s)")
         }
         if !problems.isEmpty { throw ExitCode(1) }
+    }
+}
+
+/// A blocking HTTP GET for the CLI (the ledger endpoints are plain read-only HTTP).
+enum HTTPFetch {
+    struct Failure: Error, CustomStringConvertible { let description: String }
+
+    static func get(_ url: String) throws -> Data {
+        guard let u = URL(string: url) else { throw Failure(description: "bad URL \(url)") }
+        final class Box: @unchecked Sendable { var result: Result<Data, Error> = .failure(Failure(description: "no answer")) }
+        let box = Box()
+        let done = DispatchSemaphore(value: 0)
+        var request = URLRequest(url: u)
+        request.timeoutInterval = 30
+        URLSession.shared.dataTask(with: request) { data, response, error in
+            if let error { box.result = .failure(error) }
+            else if let http = response as? HTTPURLResponse, http.statusCode != 200 {
+                box.result = .failure(Failure(description: "\(url): HTTP \(http.statusCode)"))
+            } else { box.result = .success(data ?? Data()) }
+            done.signal()
+        }.resume()
+        done.wait()
+        return try box.result.get()
     }
 }
