@@ -120,6 +120,15 @@ extern "C" int cdcm_dataset_put_string(cdcm_dataset *ds, uint32_t tag, const cha
     }
 }
 
+extern "C" int cdcm_dataset_put_empty(cdcm_dataset *ds, uint32_t tag, cdcm_error *err) {
+    try {
+        DcmTagKey key(static_cast<Uint16>(tag >> 16), static_cast<Uint16>(tag & 0xffff));
+        return cdcm::fail(err, ds->ds->insertEmptyElement(key));
+    } catch (...) {
+        return cdcm::fail_exception(err);
+    }
+}
+
 extern "C" void cdcm_dataset_for_each(const cdcm_dataset *ds, cdcm_element_visitor visit, void *context) {
     try {
         DcmDataset &dataset = *ds->ds;

@@ -37,6 +37,14 @@ OFCondition send_file(T_ASC_Association *assoc, const SendRequest &r, int timeou
             ? ASC_findAcceptedPresentationContextID(assoc, r.sop_class_uid, r.transfer_syntax_uid)
             : 0;
     if (pres_id != 0) {
+        // That lookup falls back to any uncompressed context when none carries the stored syntax:
+        // send as stored only on an exact match, else convert below.
+        T_ASC_PresentationContext exact;
+        if (ASC_findAcceptedPresentationContext(assoc->params, pres_id, &exact).bad() ||
+            std::strcmp(exact.acceptedTransferSyntax, r.transfer_syntax_uid) != 0)
+            pres_id = 0;
+    }
+    if (pres_id != 0) {
         // Bit-preserving: the dataset part of the file goes out as it is on disk.
         T_DIMSE_Message msg;
         std::memset(&msg, 0, sizeof msg);

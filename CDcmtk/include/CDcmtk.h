@@ -56,6 +56,9 @@ int cdcm_dataset_get_string(const cdcm_dataset *ds, uint32_t tag, char *buf, siz
 /** Sets (creates or replaces) a string element at the top level. Returns 0 on success. */
 int cdcm_dataset_put_string(cdcm_dataset *ds, uint32_t tag, const char *value, cdcm_error *err);
 
+/** Inserts an empty element (zero-length value, or a sequence with no items) at the top level. */
+int cdcm_dataset_put_empty(cdcm_dataset *ds, uint32_t tag, cdcm_error *err);
+
 /** Calls `visit` for each top-level element: its tag and VR (two characters + NUL). */
 typedef void (*cdcm_element_visitor)(void *context, uint32_t tag, const char *vr);
 void cdcm_dataset_for_each(const cdcm_dataset *ds, cdcm_element_visitor visit, void *context);

@@ -28,6 +28,11 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
     }
 
     /// The identifier as the query engine takes it: level, and every other key with its VR and value.
+    /// Sequence keys of the identifier: the index holds none, so they come back empty (PS3.4 C.2.2.1.3).
+    static func sequenceKeys(of identifier: Dataset) -> [Tag] {
+        identifier.elements.filter { $0.vr == "SQ" }.map(\.tag)
+    }
+
     static func request(from identifier: Dataset, sopClassUID: String) throws -> (QueryModel, QueryLevel, [QueryKey]) {
         if let charset = identifier.string(.specificCharacterSet), !charset.isEmpty {
             do { try identifier.convertToUTF8() } catch {
@@ -55,14 +60,17 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
         let info: AssociationInfo
         let level: QueryLevel
         let requested: Set<Tag>
+        let sequences: [Tag]
         var matches = 0
 
-        init(cursor: QueryCursor, service: QueryRetrieveService, info: AssociationInfo, level: QueryLevel, requested: Set<Tag>) {
+        init(cursor: QueryCursor, service: QueryRetrieveService, info: AssociationInfo, level: QueryLevel,
+             requested: Set<Tag>, sequences: [Tag]) {
             self.cursor = cursor
             self.service = service
             self.info = info
             self.level = level
             self.requested = requested
+            self.sequences = sequences
         }
 
         func next(into response: Dataset) -> FindStep {
@@ -77,6 +85,7 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
                     return .done(.success)
                 }
                 for (tag, value) in match.values { try? response.set(tag, value) }
+                for tag in sequences { try? response.setEmpty(tag) }
                 // PS3.4 C.4.1.1.3.2: where the instances can be retrieved from, and how soon.
                 if requested.contains(.retrieveAETitle) { try? response.set(.retrieveAETitle, service.configuration.aeTitle) }
                 if requested.contains(.instanceAvailability) { try? response.set(.instanceAvailability, "ONLINE") }
@@ -97,10 +106,12 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
     func findBegin(_ info: AssociationInfo, sopClassUID: String, identifier: Dataset) -> Result<FindQuery, StatusReply> {
         guard permitted(info, "C-FIND", { $0.mayQuery }) else { return .failure(StatusReply(.notAuthorized, "not authorized to query")) }
         do {
+            let sequences = Self.sequenceKeys(of: identifier)
             let (model, level, keys) = try Self.request(from: identifier, sopClassUID: sopClassUID)
             let limit = configuration.maxQueryMatches > 0 ? configuration.maxQueryMatches : nil
             let cursor = try archive.find(QueryRequest(model: model, level: level, keys: keys), maxMatches: limit)
-            return .success(Find(cursor: cursor, service: self, info: info, level: level, requested: Set(keys.map(\.tag))))
+            return .success(Find(cursor: cursor, service: self, info: info, level: level, requested: Set(keys.map(\.tag)),
+                                 sequences: sequences))
         } catch let failure as QueryFailure {
             logger.warning("C-FIND refused: \(failure.reason)", metadata: ["association": "\(info)", "status": "\(failure.status)"])
             return .failure(StatusReply(failure.status, String(failure.reason.prefix(64))))

@@ -58,6 +58,11 @@ public final class Dataset {
         try dcmtk { cdcm_dataset_put_string(handle, tag.rawValue, value, $0) }
     }
 
+    /// Inserts an empty element: a zero-length value, or a sequence without items.
+    public func setEmpty(_ tag: Tag) throws {
+        try dcmtk { cdcm_dataset_put_empty(handle, tag.rawValue, $0) }
+    }
+
     /// The top-level elements' tags and VRs, in order.
     public var elements: [(tag: Tag, vr: String)] {
         final class Box { var items: [(tag: Tag, vr: String)] = [] }

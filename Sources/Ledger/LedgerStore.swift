@@ -262,16 +262,25 @@ public enum LedgerStore {
     }
 }
 
-/// Reads stored hashes from ledger_hashes, one primary-key lookup each.
+/// Reads stored hashes from ledger_hashes by primary key, in batches.
 struct DatabaseHashReader: HashReader {
     let db: Database
 
+    /// One query for all the hashes a proof needs (a proof is ~log2(n) hashes; one statement per
+    /// hash cost more than the lookups themselves).
     func readHashes(_ indexes: [UInt64]) throws -> [MerkleHash] {
-        let statement = try db.cachedStatement(sql: "SELECT hash FROM ledger_hashes WHERE stored_index = ?")
+        guard !indexes.isEmpty else { return [] }
+        for i in indexes where i > UInt64(Int64.max) { throw MerkleError.missingHash(index: i) }
+        var found: [Int64: Data] = [:]
+        for start in stride(from: 0, to: indexes.count, by: 500) {
+            let chunk = indexes[start..<min(start + 500, indexes.count)]
+            let placeholders = Array(repeating: "?", count: chunk.count).joined(separator: ",")
+            let rows = try Row.fetchCursor(db, sql: "SELECT stored_index, hash FROM ledger_hashes WHERE stored_index IN (\(placeholders))",
+                                           arguments: StatementArguments(chunk.map { Int64($0) }))
+            while let row = try rows.next() { found[row["stored_index"]] = row["hash"] }
+        }
         return try indexes.map { i in
-            guard i <= UInt64(Int64.max),
-                  let raw = try Data.fetchOne(statement, arguments: [Int64(i)])
-            else { throw MerkleError.missingHash(index: i) }
+            guard let raw = found[Int64(i)] else { throw MerkleError.missingHash(index: i) }
             guard let h = MerkleHash(bytes: raw) else { throw LedgerStoreError.corrupt("stored hash \(i) is not 32 bytes") }
             return h
         }
