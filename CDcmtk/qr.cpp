@@ -271,19 +271,21 @@ void finish_retrieval(RetrieveContext &r, bool cancelled) {
     r.close_sub();
 }
 
-void move_callback(void *data, OFBool cancelled, T_DIMSE_C_MoveRQ *req, DcmDataset *identifier, int count,
-                   T_DIMSE_C_MoveRSP *rsp, DcmDataset **detail, DcmDataset **ids) {
-    auto *r = static_cast<RetrieveContext *>(data);
+/// One C-MOVE or C-GET response: a step of the retrieval, its counts, and the end when final.
+/// `dest` and `msg_id` are the C-MOVE's destination and Message ID (NULL and 0 for a C-GET).
+template <typename RSP>
+void respond(RetrieveContext *r, OFBool cancelled, DcmDataset *identifier, int count, const char *dest,
+             uint16_t msg_id, RSP *rsp, DcmDataset **detail, DcmDataset **ids, unsigned remaining_opt,
+             unsigned completed_opt, unsigned failed_opt, unsigned warning_opt) {
     *detail = nullptr;
     *ids = nullptr;
     bool final = true;
     try {
-        rsp->DimseStatus = retrieve_step(*r, cancelled, identifier, count, req->MoveDestination, req->MessageID, final);
+        rsp->DimseStatus = retrieve_step(*r, cancelled, identifier, count, dest, msg_id, final);
     } catch (...) {
         rsp->DimseStatus = 0xC000;
     }
-    fill_counts(*r, rsp, final, ids, O_MOVE_NUMBEROFREMAININGSUBOPERATIONS, O_MOVE_NUMBEROFCOMPLETEDSUBOPERATIONS,
-                O_MOVE_NUMBEROFFAILEDSUBOPERATIONS, O_MOVE_NUMBEROFWARNINGSUBOPERATIONS);
+    fill_counts(*r, rsp, final, ids, remaining_opt, completed_opt, failed_opt, warning_opt);
     if (final) {
         *detail = r->detail;  // DCMTK deletes it once sent
         r->detail = nullptr;
@@ -291,24 +293,18 @@ void move_callback(void *data, OFBool cancelled, T_DIMSE_C_MoveRQ *req, DcmDatas
     }
 }
 
+void move_callback(void *data, OFBool cancelled, T_DIMSE_C_MoveRQ *req, DcmDataset *identifier, int count,
+                   T_DIMSE_C_MoveRSP *rsp, DcmDataset **detail, DcmDataset **ids) {
+    respond(static_cast<RetrieveContext *>(data), cancelled, identifier, count, req->MoveDestination, req->MessageID,
+            rsp, detail, ids, O_MOVE_NUMBEROFREMAININGSUBOPERATIONS, O_MOVE_NUMBEROFCOMPLETEDSUBOPERATIONS,
+            O_MOVE_NUMBEROFFAILEDSUBOPERATIONS, O_MOVE_NUMBEROFWARNINGSUBOPERATIONS);
+}
+
 void get_callback(void *data, OFBool cancelled, T_DIMSE_C_GetRQ *, DcmDataset *identifier, int count,
                   T_DIMSE_C_GetRSP *rsp, DcmDataset **detail, DcmDataset **ids) {
-    auto *r = static_cast<RetrieveContext *>(data);
-    *detail = nullptr;
-    *ids = nullptr;
-    bool final = true;
-    try {
-        rsp->DimseStatus = retrieve_step(*r, cancelled, identifier, count, nullptr, 0, final);
-    } catch (...) {
-        rsp->DimseStatus = 0xC000;
-    }
-    fill_counts(*r, rsp, final, ids, O_GET_NUMBEROFREMAININGSUBOPERATIONS, O_GET_NUMBEROFCOMPLETEDSUBOPERATIONS,
-                O_GET_NUMBEROFFAILEDSUBOPERATIONS, O_GET_NUMBEROFWARNINGSUBOPERATIONS);
-    if (final) {
-        *detail = r->detail;  // DCMTK deletes it once sent
-        r->detail = nullptr;
-        finish_retrieval(*r, rsp->DimseStatus == kCancel);
-    }
+    respond(static_cast<RetrieveContext *>(data), cancelled, identifier, count, nullptr, 0, rsp, detail, ids,
+            O_GET_NUMBEROFREMAININGSUBOPERATIONS, O_GET_NUMBEROFCOMPLETEDSUBOPERATIONS,
+            O_GET_NUMBEROFFAILEDSUBOPERATIONS, O_GET_NUMBEROFWARNINGSUBOPERATIONS);
 }
 
 }  // namespace

@@ -50,6 +50,17 @@ public struct RetrieveCounts: Sendable {
     public var completed: Int
     public var failed: Int
     public var warning: Int
+
+    public init(remaining: Int, completed: Int, failed: Int, warning: Int) {
+        self.remaining = remaining
+        self.completed = completed
+        self.failed = failed
+        self.warning = warning
+    }
+
+    init(_ c: cdcm_retrieve_counts) {
+        self.init(remaining: Int(c.remaining), completed: Int(c.completed), failed: Int(c.failed), warning: Int(c.warning))
+    }
 }
 
 /// One C-MOVE or C-GET in progress.
@@ -164,10 +175,7 @@ extension SCP {
         }
         callbacks.retrieve_end = { _, retrieval, counts, cancelled in
             let box = Unmanaged<RetrievalBox>.fromOpaque(retrieval!).takeRetainedValue()
-            let c = counts!.pointee
-            box.retrieval.end(counts: RetrieveCounts(remaining: Int(c.remaining), completed: Int(c.completed),
-                                                     failed: Int(c.failed), warning: Int(c.warning)),
-                              cancelled: cancelled != 0)
+            box.retrieval.end(counts: RetrieveCounts(counts!.pointee), cancelled: cancelled != 0)
         }
     }
 }

@@ -133,44 +133,41 @@ public final class Association {
 
     static let progressTrampoline: cdcm_retrieve_progress = { ctx, c in
         let box = Unmanaged<ProgressBox>.fromOpaque(ctx!).takeUnretainedValue()
-        let v = c!.pointee
-        box.f(RetrieveCounts(remaining: Int(v.remaining), completed: Int(v.completed), failed: Int(v.failed), warning: Int(v.warning)))
+        box.f(RetrieveCounts(c!.pointee))
     }
 
     /// C-MOVE to `destination`; `progress` sees each response's counts.
     public func move(sopClassUID: String, identifier: Dataset, destination: String,
                      progress: @escaping (RetrieveCounts) -> Void) throws -> (StatusReply, RetrieveCounts) {
-        let box = ProgressBox(progress)
-        var status = cdcm_status()
-        var counts = cdcm_retrieve_counts()
-        try withExtendedLifetime(box) {
-            try dcmtk {
-                cdcm_scu_move(handle, sopClassUID, identifier.handle, destination, Association.progressTrampoline,
-                              Unmanaged.passUnretained(box).toOpaque(), &status, &counts, $0)
-            }
+        try retrieve(progress) { context, status, counts, err in
+            cdcm_scu_move(handle, sopClassUID, identifier.handle, destination, Association.progressTrampoline,
+                          context, status, counts, err)
         }
-        let comment = fixedString(status.error_comment)
-        return (StatusReply(DIMSEStatus(status.status), comment.isEmpty ? nil : comment),
-                RetrieveCounts(remaining: Int(counts.remaining), completed: Int(counts.completed), failed: Int(counts.failed),
-                               warning: Int(counts.warning)))
     }
 
     /// C-GET into `directory` (one file per instance, named by its SOP Instance UID).
     public func get(sopClassUID: String, identifier: Dataset, directory: String,
                     progress: @escaping (RetrieveCounts) -> Void) throws -> (StatusReply, RetrieveCounts) {
+        try retrieve(progress) { context, status, counts, err in
+            cdcm_scu_get(handle, sopClassUID, identifier.handle, directory, Association.progressTrampoline,
+                         context, status, counts, err)
+        }
+    }
+
+    /// Runs a C-MOVE or C-GET shim call with a progress context; returns its final status and counts.
+    private func retrieve(
+        _ progress: @escaping (RetrieveCounts) -> Void,
+        _ call: (UnsafeMutableRawPointer, UnsafeMutablePointer<cdcm_status>, UnsafeMutablePointer<cdcm_retrieve_counts>,
+                 UnsafeMutablePointer<cdcm_error>) -> Int32
+    ) throws -> (StatusReply, RetrieveCounts) {
         let box = ProgressBox(progress)
         var status = cdcm_status()
         var counts = cdcm_retrieve_counts()
         try withExtendedLifetime(box) {
-            try dcmtk {
-                cdcm_scu_get(handle, sopClassUID, identifier.handle, directory, Association.progressTrampoline,
-                             Unmanaged.passUnretained(box).toOpaque(), &status, &counts, $0)
-            }
+            try dcmtk { call(Unmanaged.passUnretained(box).toOpaque(), &status, &counts, $0) }
         }
         let comment = fixedString(status.error_comment)
-        return (StatusReply(DIMSEStatus(status.status), comment.isEmpty ? nil : comment),
-                RetrieveCounts(remaining: Int(counts.remaining), completed: Int(counts.completed), failed: Int(counts.failed),
-                               warning: Int(counts.warning)))
+        return (StatusReply(DIMSEStatus(status.status), comment.isEmpty ? nil : comment), RetrieveCounts(counts))
     }
 
     /// Orderly release.
