@@ -114,7 +114,8 @@ final class ReceiveService: SCPDelegate, @unchecked Sendable {
             if let failure = incoming.failure {
                 incoming.discard()
                 meta["error"] = "\(failure)"
-                logger.error("C-STORE failed: cannot write the instance", metadata: meta)
+                logger.error(failure.kind == .outOfSpace ? "C-STORE refused: out of disk space; nothing kept"
+                                                         : "C-STORE failed: cannot write the instance", metadata: meta)
                 return failure.kind == .outOfSpace
                     ? StatusReply(.outOfResources, "out of disk space") : StatusReply(.outOfResources, "write error")
             }
@@ -164,8 +165,12 @@ final class ReceiveService: SCPDelegate, @unchecked Sendable {
                 return .success
             } catch let error as ArchiveError {
                 meta["error"] = "\(error)"
+                if error.kind == .outOfSpace {
+                    logger.error("C-STORE refused: out of disk space; nothing acknowledged (free space in the home)", metadata: meta)
+                    return StatusReply(.outOfResources, "out of disk space")
+                }
                 logger.error("C-STORE failed: the instance could not be made durable; nothing acknowledged", metadata: meta)
-                return StatusReply(.outOfResources, error.kind == .outOfSpace ? "out of disk space" : "storage failure")
+                return StatusReply(.outOfResources, "storage failure")
             } catch {
                 meta["error"] = "\(error)"
                 logger.error("C-STORE failed: the instance could not be made durable; nothing acknowledged", metadata: meta)

@@ -32,9 +32,9 @@ def free_port():
 class Bridge:
     """A `dicom-bridge serve` process on its own home and port."""
 
-    def __init__(self, home: Path, port: int, *extra: str):
+    def __init__(self, home: Path, port: int, *extra: str, log: Path = None):
         self.home, self.port, self.extra = home, port, extra
-        self.log = home.parent / f"{home.name}.log"
+        self.log = log or home.parent / f"{home.name}.log"
         if not (home / "config.json").exists():
             subprocess.run([BIN, "init", "--home", str(home), "--ae-title", "BRIDGE", "--port", str(port),
                             "--http-port", str(free_port())],
@@ -315,7 +315,7 @@ def test_full_disk_is_answered_a700_and_nothing_acknowledged_is_lost(tmp_path):
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], check=True)
     b = None
     try:
-        b = Bridge(mnt / "home", free_port()).start()
+        b = Bridge(mnt / "home", free_port(), log=tmp_path / "bridge.log").start()  # the log is not on the full disk
         filler = mnt / "filler"
         free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
         filler.write_bytes(b"\0" * max(0, free - 1_500_000))  # leave ~1.5 MB
