@@ -9,9 +9,9 @@ import Logging
 ///   store/ab/<sha256>.dcm     every stored Part 10 file, named by the SHA-256 of its bytes
 ///   tmp/                      instances on their way in; cleaned (or completed) at start
 ///
-/// A C-STORE is answered Success only once `commit` returns: the file is fsync'd, its name is
-/// durable, and the index row (with whatever the commit hooks add, such as ledger entries) is
-/// committed. Concurrent commits are batched (group commit): one directory sync and one SQLite
+/// A C-STORE is answered Success only once `commit` returns: the file is fsync'd, its staged name
+/// in tmp/ is durable, and the index row (with whatever the commit hook adds: the ledger entry) is
+/// committed; the move to its content address follows, completed at start-up after a crash. Concurrent commits are batched (group commit): one directory sync and one SQLite
 /// transaction serve every instance that arrived meanwhile.
 public final class Archive: @unchecked Sendable {
     public let home: URL
@@ -131,18 +131,15 @@ public final class Archive: @unchecked Sendable {
     }
 
     /// Moves a staged file to its content address (or drops it when those bytes are already there).
-    /// Returns the directory whose entry changed, to be synced.
-    @discardableResult
-    func place(stagedPath: String, sha256: String) throws -> String? {
+    func place(stagedPath: String, sha256: String) throws {
         let final = absolutePath(Archive.relativePath(sha256: sha256))
         let dir = (final as NSString).deletingLastPathComponent
         if access(final, F_OK) == 0 {
             unlink(stagedPath)
-            return nil
+            return
         }
         if mkdir(dir, 0o755) != 0 && errno != EEXIST { throw ArchiveError.errno("cannot create \(dir)") }
         if rename(stagedPath, final) != 0 { throw ArchiveError.errno("cannot move \(stagedPath) into the store") }
-        return dir
     }
 
     func syncDirectory(_ path: String) throws {

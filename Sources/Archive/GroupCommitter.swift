@@ -7,10 +7,10 @@ struct PendingCommit {
     var stagedPath: String
 }
 
-/// Group commit: association threads submit sealed instances and wait; one thread takes every
-/// instance that is waiting, syncs tmp/ once, writes one SQLite transaction (index rows and the
-/// commit hook), moves the files to their content addresses, syncs those directories, then wakes
-/// every submitter with its outcome.
+/// Group commit: association threads submit sealed (fsync'd) instances and wait; one thread takes
+/// every instance that is waiting, syncs tmp/ once (the staged names are durable), writes one
+/// SQLite transaction (index rows and the commit hook: one sync of the WAL), moves the files to
+/// their content addresses, then wakes every submitter with its outcome.
 final class GroupCommitter: @unchecked Sendable {
     private final class Ticket {
         let pending: PendingCommit
@@ -104,14 +104,13 @@ final class GroupCommitter: @unchecked Sendable {
                 if let hook, !fresh.isEmpty { try hook(db, fresh) }
                 return outcomes
             }
-            // 3. Move the files to their content addresses and make those names durable.
-            var dirs = Set<String>()
+            // 3. Move the files to their content addresses. No directory sync is waited for: each
+            //    file is already durable under its staged name in tmp/, and a rename is atomic, so
+            //    after a crash the file is either in the store or still staged, where start-up
+            //    recovery moves it (its hash is in the index).
             for (ticket, outcome) in zip(batch, outcomes) {
-                if let dir = try archive.place(stagedPath: ticket.pending.stagedPath, sha256: outcome.instance.sha256) {
-                    dirs.insert(dir)
-                }
+                try archive.place(stagedPath: ticket.pending.stagedPath, sha256: outcome.instance.sha256)
             }
-            for dir in dirs { try archive.syncDirectory(dir) }
             for (ticket, outcome) in zip(batch, outcomes) {
                 ticket.result = .success(outcome)
                 ticket.done.signal()
