@@ -44,7 +44,15 @@ public final class Archive: @unchecked Sendable {
         var migrator = DatabaseMigrator()
         Schema.register(&migrator)
         Archive.extraMigrations.withLock { extra in extra.forEach { $0(&migrator) } }
+        // GRDB's DatabasePool sets synchronous=NORMAL on its writer when it enables WAL, after
+        // prepareDatabase: set FULL again, so that a commit is on disk before we answer Success.
+        try database.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         try migrator.migrate(database)
+        // One directory per first hash byte, made once, so that storing never has to.
+        for byte in 0..<256 {
+            let dir = storeDir + "/" + String(format: "%02x", byte)
+            if mkdir(dir, 0o755) != 0 && errno != EEXIST { throw ArchiveError.errno("cannot create \(dir)") }
+        }
         committer = GroupCommitter(logger: logger)
         committer.archive = self
         committer.hook = commitHook
@@ -133,12 +141,10 @@ public final class Archive: @unchecked Sendable {
     /// Moves a staged file to its content address (or drops it when those bytes are already there).
     func place(stagedPath: String, sha256: String) throws {
         let final = absolutePath(Archive.relativePath(sha256: sha256))
-        let dir = (final as NSString).deletingLastPathComponent
         if access(final, F_OK) == 0 {
             unlink(stagedPath)
             return
         }
-        if mkdir(dir, 0o755) != 0 && errno != EEXIST { throw ArchiveError.errno("cannot create \(dir)") }
         if rename(stagedPath, final) != 0 { throw ArchiveError.errno("cannot move \(stagedPath) into the store") }
     }
 

@@ -4,12 +4,17 @@ import GRDB
 /// Writes into the patient / study / series / instance tables.
 enum Index {
 
+    /// UTC, RFC 3339 with milliseconds: sorts as text. One formatter, made once (making one per
+    /// instance cost more than the SQL).
     static func timestamp(_ date: Date) -> String {
-        // UTC, RFC 3339 with milliseconds: sorts as text.
+        formatter.withLock { $0.string(from: date) }
+    }
+
+    private static let formatter: LockedValue<ISO8601DateFormatter> = {
         let f = ISO8601DateFormatter()
         f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: date)
-    }
+        return LockedValue(f)
+    }()
 
     /// Inserts (or finds) one received instance. Same SOP Instance UID and same bytes: a duplicate.
     /// Same SOP Instance UID with other bytes: a new version, made current; both are kept.

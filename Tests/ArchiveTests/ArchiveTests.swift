@@ -148,6 +148,16 @@ let logger = Logger(label: "test")
         #expect(FileManager.default.fileExists(atPath: final))
     }
 
+    @Test func commitsAreDurableWhenAnswered() throws {
+        // WAL with synchronous=FULL: a committed transaction is on disk (GRDB's pool sets NORMAL).
+        let archive = try Archive(home: temporaryHome(), logger: logger)
+        defer { archive.close() }
+        let level = try archive.database.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+        #expect(level == 2)
+        let mode = try archive.database.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
+        #expect(mode == "wal")
+    }
+
     @Test func knownApplicationEntities() throws {
         let archive = try Archive(home: temporaryHome(), logger: logger)
         defer { archive.close() }
