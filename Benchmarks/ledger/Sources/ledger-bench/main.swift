@@ -174,6 +174,8 @@ func runBenchmark() throws {
         dbPath = workDir.appendingPathComponent("ledger.sqlite").path
     }
     let pool = try DatabasePool(path: dbPath, configuration: config)
+    // GRDB's pool sets synchronous=NORMAL on its writer when it enables WAL: set it again, as the archive does.
+    try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
     var migrator = DatabaseMigrator()
     LedgerStore.registerMigrations(&migrator)
     try migrator.migrate(pool)
