@@ -28,6 +28,22 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
     }
 
     /// The identifier as the query engine takes it: level, and every other key with its VR and value.
+    /// A refusal's reason without the quoted values it cites (a birth date, say): those stay out of
+    /// logs above debug and out of the Error Comment.
+    static func withoutValues(_ reason: String) -> String {
+        var out = ""
+        var quoted = false
+        for c in reason {
+            if c == "\"" {
+                if !quoted { out += "…" }
+                quoted.toggle()
+            } else if !quoted {
+                out.append(c)
+            }
+        }
+        return out
+    }
+
     /// Sequence keys of the identifier: the index holds none, so they come back empty (PS3.4 C.2.2.1.3).
     static func sequenceKeys(of identifier: Dataset) -> [Tag] {
         identifier.elements.filter { $0.vr == "SQ" }.map(\.tag)
@@ -113,8 +129,9 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
             return .success(Find(cursor: cursor, service: self, info: info, level: level, requested: Set(keys.map(\.tag)),
                                  sequences: sequences))
         } catch let failure as QueryFailure {
-            logger.warning("C-FIND refused: \(failure.reason)", metadata: ["association": "\(info)", "status": "\(failure.status)"])
-            return .failure(StatusReply(failure.status, String(failure.reason.prefix(64))))
+            logger.warning("C-FIND refused: \(Self.withoutValues(failure.reason))", metadata: ["association": "\(info)", "status": "\(failure.status)"])
+            logger.debug("C-FIND refused", metadata: ["association": "\(info)", "reason": "\(failure.reason)"])
+            return .failure(StatusReply(failure.status, String(Self.withoutValues(failure.reason).prefix(64))))
         } catch {
             logger.error("C-FIND failed", metadata: ["association": "\(info)", "error": "\(error)"])
             return .failure(StatusReply(DIMSEStatus(0xC001), "unable to process"))
@@ -185,8 +202,9 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
             logger.info("\(operation) started", metadata: meta)
             return .success(Retrieve(destination: destination, files: files, service: self, info: info))
         } catch let failure as QueryFailure {
-            logger.warning("\(operation) refused: \(failure.reason)", metadata: ["association": "\(info)", "status": "\(failure.status)"])
-            return .failure(StatusReply(failure.status, String(failure.reason.prefix(64))))
+            logger.warning("\(operation) refused: \(Self.withoutValues(failure.reason))", metadata: ["association": "\(info)", "status": "\(failure.status)"])
+            logger.debug("\(operation) refused", metadata: ["association": "\(info)", "reason": "\(failure.reason)"])
+            return .failure(StatusReply(failure.status, String(Self.withoutValues(failure.reason).prefix(64))))
         } catch {
             logger.error("\(operation) failed", metadata: ["association": "\(info)", "error": "\(error)"])
             return .failure(StatusReply(DIMSEStatus(0xC001), "unable to process"))
