@@ -121,25 +121,6 @@ void negotiate_contexts(T_ASC_Parameters *params, const cdcm_scp_callbacks &cb) 
     }
 }
 
-void send_store_response(T_ASC_Association *assoc, T_ASC_PresentationContextID pres_id, T_DIMSE_C_StoreRQ &rq,
-                         const cdcm_status &st) {
-    T_DIMSE_C_StoreRSP rsp;
-    std::memset(&rsp, 0, sizeof rsp);
-    rsp.MessageIDBeingRespondedTo = rq.MessageID;
-    OFStandard::strlcpy(rsp.AffectedSOPClassUID, rq.AffectedSOPClassUID, sizeof rsp.AffectedSOPClassUID);
-    OFStandard::strlcpy(rsp.AffectedSOPInstanceUID, rq.AffectedSOPInstanceUID, sizeof rsp.AffectedSOPInstanceUID);
-    rsp.opts = O_STORE_AFFECTEDSOPCLASSUID | O_STORE_AFFECTEDSOPINSTANCEUID;
-    rsp.DataSetType = DIMSE_DATASET_NULL;
-    rsp.DimseStatus = st.status;
-    DcmDataset *detail = nullptr;
-    if (st.status != STATUS_Success && st.error_comment[0]) {
-        detail = new DcmDataset();
-        detail->putAndInsertString(DCM_ErrorComment, st.error_comment);
-    }
-    DIMSE_sendStoreResponse(assoc, pres_id, &rq, &rsp, detail);
-    delete detail;
-}
-
 /// Handles one C-STORE. Returns false when the association must end (it was aborted or broke).
 bool handle_store(cdcm_scp *scp, T_ASC_Association *assoc, const cdcm_association_info &info,
                   T_ASC_PresentationContextID pres_id, T_DIMSE_C_StoreRQ &rq, std::string &end_reason) {
@@ -179,7 +160,7 @@ bool handle_store(cdcm_scp *scp, T_ASC_Association *assoc, const cdcm_associatio
         return false;
     }
     if (sink) cb.store_end(scp->config.context, sink, 1, &st);
-    send_store_response(assoc, pres_id, rq, st);
+    cdcm::send_store_response(assoc, pres_id, rq, st);
     return true;
 }
 

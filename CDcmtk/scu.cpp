@@ -337,13 +337,8 @@ extern "C" int cdcm_scu_get(cdcm_scu *scu, const char *sop_class_uid, const cdcm
                 std::string path = std::string(directory) + "/" + sreq.AffectedSOPInstanceUID + ".dcm";
                 std::string tmp = path + ".part";
                 DcmOutputFileStream *stream = nullptr;
-                T_DIMSE_C_StoreRSP srsp;
-                std::memset(&srsp, 0, sizeof srsp);
-                srsp.MessageIDBeingRespondedTo = sreq.MessageID;
-                OFStandard::strlcpy(srsp.AffectedSOPClassUID, sreq.AffectedSOPClassUID, sizeof srsp.AffectedSOPClassUID);
-                OFStandard::strlcpy(srsp.AffectedSOPInstanceUID, sreq.AffectedSOPInstanceUID, sizeof srsp.AffectedSOPInstanceUID);
-                srsp.opts = O_STORE_AFFECTEDSOPCLASSUID | O_STORE_AFFECTEDSOPINSTANCEUID;
-                srsp.DataSetType = DIMSE_DATASET_NULL;
+                cdcm_status st;
+                std::memset(&st, 0, sizeof st);
                 cond = DIMSE_createFilestream(tmp.c_str(), &sreq, scu->assoc, in_pres, OFTrue, &stream);
                 if (cond.good()) {
                     T_ASC_PresentationContextID p = in_pres;
@@ -353,12 +348,12 @@ extern "C" int cdcm_scu_get(cdcm_scu *scu, const char *sop_class_uid, const cdcm
                         unlink(tmp.c_str());
                         return cdcm::fail(err, cond);
                     }
-                    srsp.DimseStatus = rename(tmp.c_str(), path.c_str()) == 0 ? 0x0000 : 0xA700;
+                    st.status = rename(tmp.c_str(), path.c_str()) == 0 ? 0x0000 : 0xA700;
                 } else {
                     DIMSE_ignoreDataSet(scu->assoc, DIMSE_NONBLOCKING, scu->dimse_timeout, nullptr, nullptr);
-                    srsp.DimseStatus = 0xA700;
+                    st.status = 0xA700;
                 }
-                DIMSE_sendStoreResponse(scu->assoc, in_pres, &sreq, &srsp, nullptr);
+                cdcm::send_store_response(scu->assoc, in_pres, sreq, st);
             } else {
                 delete detail;
                 return cdcm::fail(err, std::string("unexpected DIMSE message during C-GET"), 0x0205);

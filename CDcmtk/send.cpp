@@ -102,4 +102,24 @@ OFCondition send_file(T_ASC_Association *assoc, const SendRequest &r, int timeou
     return EC_Normal;
 }
 
+/// Answers a C-STORE with `st` (and its Error Comment when it is a failure).
+void send_store_response(T_ASC_Association *assoc, T_ASC_PresentationContextID pres_id, T_DIMSE_C_StoreRQ &rq,
+                         const cdcm_status &st) {
+    T_DIMSE_C_StoreRSP rsp;
+    std::memset(&rsp, 0, sizeof rsp);
+    rsp.MessageIDBeingRespondedTo = rq.MessageID;
+    OFStandard::strlcpy(rsp.AffectedSOPClassUID, rq.AffectedSOPClassUID, sizeof rsp.AffectedSOPClassUID);
+    OFStandard::strlcpy(rsp.AffectedSOPInstanceUID, rq.AffectedSOPInstanceUID, sizeof rsp.AffectedSOPInstanceUID);
+    rsp.opts = O_STORE_AFFECTEDSOPCLASSUID | O_STORE_AFFECTEDSOPINSTANCEUID;
+    rsp.DataSetType = DIMSE_DATASET_NULL;
+    rsp.DimseStatus = st.status;
+    DcmDataset *detail = nullptr;
+    if (st.status != STATUS_Success && st.error_comment[0]) {
+        detail = new DcmDataset();
+        detail->putAndInsertString(DCM_ErrorComment, st.error_comment);
+    }
+    DIMSE_sendStoreResponse(assoc, pres_id, &rq, &rsp, detail);
+    delete detail;
+}
+
 }  // namespace cdcm

@@ -5,13 +5,13 @@
 
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/ofstd/ofcond.h"
+#include "dcmtk/dcmnet/dimse.h"
 
 #include <cstring>
 #include <exception>
 #include <string>
 
 class DcmDataset;
-struct T_ASC_Association;
 /// Lends a DCMTK-owned dataset to a callback; cdcm_dataset_free releases the wrapper only.
 cdcm_dataset *cdcm_dataset_wrap(DcmDataset *external);
 namespace cdcm { DcmDataset *dataset_ptr(const cdcm_dataset *ds); }
@@ -81,5 +81,9 @@ struct SendRequest {
 /// Sends one file by C-STORE on `assoc` (send.cpp). A bad condition means it could not be sent.
 OFCondition send_file(T_ASC_Association *assoc, const SendRequest &r, int timeout, uint16_t *status,
                       std::string *comment);
+
+/// Answers a C-STORE request with `st` (send.cpp); the Error Comment goes with a failure only.
+void send_store_response(T_ASC_Association *assoc, T_ASC_PresentationContextID pres_id, T_DIMSE_C_StoreRQ &rq,
+                         const cdcm_status &st);
 
 }  // namespace cdcm
