@@ -97,12 +97,15 @@ struct LedgerCommand: ParsableCommand {
         @OptionGroup var home: HomeOptions
         @Option(help: "A node's ledger URL (its HTTP endpoints), to verify from its tiles alone.") var url: String?
         @Option(name: .customLong("verifier-key"), help: "That node's verifier key.") var verifierKey: String?
+        @Option(help: "A checkpoint of that node seen before (a file, as `ledger checkpoint` prints it): the log must be consistent with it.")
+        var previous: String?
         @Flag(help: "Print JSON.") var json = false
 
         struct Result: Codable { var ok: Bool; var treeSize: UInt64?; var checkpoints: Int?; var error: String? }
 
         func validate() throws {
             if (url == nil) != (verifierKey == nil) { throw ValidationError("--url and --verifier-key go together") }
+            if previous != nil && url == nil { throw ValidationError("--previous goes with --url") }
         }
 
         func run() throws {
@@ -126,11 +129,17 @@ extension LedgerCommand.Verify {
         let base = url.hasSuffix("/") ? url : url + "/"
         do {
             let verifier = try RemoteLogVerifier(verifierKey: key, fetch: { path in try HTTPFetch.get(base + path) })
-            let report = try verifier.verify()
+            var earlier: Checkpoint?
+            if let previous {
+                let text = try String(contentsOfFile: previous, encoding: .utf8)
+                earlier = try Checkpoint.parse(SignedNote.open(text, verifiers: [NoteVerifier(verifierKey: key)]).text)
+            }
+            let report = try verifier.verify(previous: earlier)
             if json { try printJSON(Result(ok: true, treeSize: report.entries, checkpoints: 1)) }
             else {
                 print("remote ledger OK: \(report.entries) entries recomputed from \(report.hashTiles) hash tiles and "
-                      + "\(report.entryBundles) entry bundles match the checkpoint signed by \(key.split(separator: "+").first ?? "")")
+                      + "\(report.entryBundles) entry bundles match the checkpoint signed by \(key.split(separator: "+").first ?? "")"
+                      + (earlier.map { ", consistent with the earlier checkpoint of size \($0.size)" } ?? ""))
             }
         } catch {
             if json { try printJSON(Result(ok: false, error: "\(error)")) }

@@ -205,3 +205,33 @@ def test_whole_log_verifies_from_tiles_alone(anchored, bridge_factory):
     other_key = other.cli("ledger", "key").stdout.strip()
     r = b.cli("ledger", "verify", "--url", url, "--verifier-key", other_key, check=False)
     assert r.returncode != 0 and "no signature by a known key" in r.stderr
+
+
+def test_remote_log_is_consistent_with_a_checkpoint_seen_before(bridge, tmp_path):
+    import time
+
+    def checkpoint_of_size(n):
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            note = bridge.cli("ledger", "checkpoint", check=False).stdout
+            if note and int(note.split("\n")[1]) == n:
+                return note
+            time.sleep(0.2)
+        raise AssertionError(f"no checkpoint of size {n}")
+
+    names = ["ct_explicit_le.dcm", "mr_latin1.dcm", "us_rle.dcm", "sc_utf8.dcm"]
+    paths = [os.path.join(harness.TESTDATA, n) for n in names]
+    assert set(harness.pynetdicom_store(bridge.port, bridge.ae_title, paths[:2]).values()) == {0}
+    old = tmp_path / "old.checkpoint"
+    old.write_text(checkpoint_of_size(2))
+    assert set(harness.pynetdicom_store(bridge.port, bridge.ae_title, paths[2:]).values()) == {0}
+    checkpoint_of_size(4)
+    key = bridge.cli("ledger", "key").stdout.strip()
+    url = f"http://127.0.0.1:{bridge.http_port}"
+    r = bridge.cli("ledger", "verify", "--url", url, "--verifier-key", key, "--previous", old)
+    assert "consistent with the earlier checkpoint of size 2" in r.stdout
+    # A "previous" checkpoint this node never signed is refused.
+    forged = tmp_path / "forged.checkpoint"
+    forged.write_text(old.read_text().replace("\n2\n", "\n3\n", 1))
+    r = bridge.cli("ledger", "verify", "--url", url, "--verifier-key", key, "--previous", forged, check=False)
+    assert r.returncode != 0
