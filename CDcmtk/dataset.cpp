@@ -18,7 +18,9 @@
 
 struct cdcm_dataset {
     DcmDataset owned;
-    DcmDataset *ds = &owned;  // or a dataset DCMTK owns, lent for the duration of a callback
+    DcmFileFormat *file = nullptr;  // a loaded file; ds is then its dataset
+    DcmDataset *ds = &owned;        // or a dataset DCMTK owns, lent for the duration of a callback
+    ~cdcm_dataset() { delete file; }
 };
 
 cdcm_dataset *cdcm_dataset_wrap(DcmDataset *external) {
@@ -67,19 +69,23 @@ extern "C" void cdcm_dataset_free(cdcm_dataset *ds) { delete ds; }
 
 extern "C" int cdcm_dataset_load_file(cdcm_dataset *ds, const char *path, int until_pixel_data, cdcm_error *err) {
     try {
-        DcmFileFormat file;
+        // The file's own dataset is kept (no copy: this runs for every stored instance).
+        auto *file = new DcmFileFormat();
         OFCondition cond;
         if (until_pixel_data) {
-            cond = file.loadFileUntilTag(path, EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect,
-                                         DCM_PixelData);
+            cond = file->loadFileUntilTag(path, EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect,
+                                          DCM_PixelData);
         } else {
-            cond = file.loadFile(path, EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
+            cond = file->loadFile(path, EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
         }
-        if (cond.bad()) return cdcm::fail(err, cond);
-        DcmDataset *loaded = file.getDataset();
-        if (!loaded) return cdcm::fail(err, std::string("file holds no dataset"));
-        ds->ds->clear();
-        ds->ds->copyFrom(*loaded);
+        DcmDataset *loaded = cond.good() ? file->getDataset() : nullptr;
+        if (!loaded) {
+            delete file;
+            return cond.bad() ? cdcm::fail(err, cond) : cdcm::fail(err, std::string("file holds no dataset"));
+        }
+        delete ds->file;
+        ds->file = file;
+        ds->ds = loaded;
         cdcm::clear(err);
         return 0;
     } catch (...) {

@@ -28,6 +28,19 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
     }
 
     /// The identifier as the query engine takes it: level, and every other key with its VR and value.
+    /// The status that answers a query or retrieve that could not start, logged: a QueryFailure's own
+    /// status (its cited values at debug level only), else C001 "unable to process".
+    private func refusal(_ operation: String, _ info: AssociationInfo, _ error: Error) -> StatusReply {
+        guard let failure = error as? QueryFailure else {
+            logger.error("\(operation) failed", metadata: ["association": "\(info)", "error": "\(error)"])
+            return StatusReply(DIMSEStatus(0xC001), "unable to process")
+        }
+        let reason = Self.withoutValues(failure.reason)
+        logger.warning("\(operation) refused: \(reason)", metadata: ["association": "\(info)", "status": "\(failure.status)"])
+        logger.debug("\(operation) refused", metadata: ["association": "\(info)", "reason": "\(failure.reason)"])
+        return StatusReply(failure.status, String(reason.prefix(64)))
+    }
+
     /// A refusal's reason without the quoted values it cites (a birth date, say): those stay out of
     /// logs above debug and out of the Error Comment.
     static func withoutValues(_ reason: String) -> String {
@@ -128,13 +141,8 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
             let cursor = try archive.find(QueryRequest(model: model, level: level, keys: keys), maxMatches: limit)
             return .success(Find(cursor: cursor, service: self, info: info, level: level, requested: Set(keys.map(\.tag)),
                                  sequences: sequences))
-        } catch let failure as QueryFailure {
-            logger.warning("C-FIND refused: \(Self.withoutValues(failure.reason))", metadata: ["association": "\(info)", "status": "\(failure.status)"])
-            logger.debug("C-FIND refused", metadata: ["association": "\(info)", "reason": "\(failure.reason)"])
-            return .failure(StatusReply(failure.status, String(Self.withoutValues(failure.reason).prefix(64))))
         } catch {
-            logger.error("C-FIND failed", metadata: ["association": "\(info)", "error": "\(error)"])
-            return .failure(StatusReply(DIMSEStatus(0xC001), "unable to process"))
+            return .failure(refusal("C-FIND", info, error))
         }
     }
 
@@ -201,13 +209,8 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
             if let destination { meta["destination"] = "\(destination.aeTitle)" }
             logger.info("\(operation) started", metadata: meta)
             return .success(Retrieve(destination: destination, files: files, service: self, info: info))
-        } catch let failure as QueryFailure {
-            logger.warning("\(operation) refused: \(Self.withoutValues(failure.reason))", metadata: ["association": "\(info)", "status": "\(failure.status)"])
-            logger.debug("\(operation) refused", metadata: ["association": "\(info)", "reason": "\(failure.reason)"])
-            return .failure(StatusReply(failure.status, String(Self.withoutValues(failure.reason).prefix(64))))
         } catch {
-            logger.error("\(operation) failed", metadata: ["association": "\(info)", "error": "\(error)"])
-            return .failure(StatusReply(DIMSEStatus(0xC001), "unable to process"))
+            return .failure(refusal(operation, info, error))
         }
     }
 }
