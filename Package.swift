@@ -22,6 +22,11 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // The only place that touches DCMTK: C++ inside, a C header outside.
@@ -59,11 +64,37 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The consortium's X.509 identities: a CA, node certificates and keys (PEM files).
+        .target(
+            name: "PKI",
+            dependencies: [
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        // Exchange between bridges: study manifests (XDS-I.b KOS), document entries, the peer
+        // registry, the peer API over mutual TLS, verified fetch, and witnessing of peers' ledgers.
+        .target(
+            name: "Exchange",
+            dependencies: [
+                "DICOM", "DICOMNetwork", "Archive", "Ledger", "PKI",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // Configuration and wiring: what `serve` runs.
         .target(
             name: "Bridge",
             dependencies: [
-                "DICOM", "DICOMNetwork", "Archive", "Ledger",
+                "DICOM", "DICOMNetwork", "Archive", "Ledger", "Exchange", "PKI",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -74,13 +105,15 @@ let package = Package(
         .executableTarget(
             name: "dicom-bridge",
             dependencies: [
-                "Bridge", "DICOM", "DICOMNetwork", "Archive", "Ledger",
+                "Bridge", "DICOM", "DICOMNetwork", "Archive", "Ledger", "Exchange", "PKI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "DICOMTests", dependencies: ["DICOM"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger"]),
+        .testTarget(name: "PKITests", dependencies: ["PKI", .product(name: "X509", package: "swift-certificates")]),
+        .testTarget(name: "ExchangeTests", dependencies: ["Exchange", "Archive", "Ledger", "DICOM", "DICOMNetwork"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "DICOM", .product(name: "Crypto", package: "swift-crypto"), .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log")]),
     ]
 )

@@ -24,6 +24,8 @@ public final class Archive: @unchecked Sendable {
     /// Work done inside each commit transaction, after the index rows: the ledger appends its
     /// entries here so that the index and the log can never disagree. Set before serving.
     public typealias CommitHook = @Sendable (Database, [StoreOutcome]) throws -> Void
+    /// Work for one instance in its commit transaction, after the index rows and the hook.
+    public typealias AfterIndex = @Sendable (Database, StoreOutcome) throws -> Void
 
     public init(home: URL, logger: Logger, commitHook: CommitHook? = nil) throws {
         self.home = home
@@ -82,8 +84,20 @@ public final class Archive: @unchecked Sendable {
                                     transferSyntaxUID: transferSyntaxUID, callingAETitle: callingAETitle)
     }
 
+    /// Starts storing a whole Part 10 file made elsewhere, bit for bit (no File Meta of ours):
+    /// an instance fetched from a peer, or a manifest this bridge built with its own File Meta.
+    public func beginImport(sopClassUID: String, sopInstanceUID: String, transferSyntaxUID: String,
+                            sourceName: String, origin: InstanceOrigin) throws -> IncomingInstance {
+        let path = tmpDir + "/" + UUID().uuidString.lowercased() + ".part"
+        return try IncomingInstance(tempPath: path, sopClassUID: sopClassUID, sopInstanceUID: sopInstanceUID,
+                                    transferSyntaxUID: transferSyntaxUID, callingAETitle: sourceName,
+                                    origin: origin, writeMeta: false)
+    }
+
     /// Makes a received instance durable and indexed. Blocks until its group commit is done.
-    public func commit(_ incoming: IncomingInstance, attributes: InstanceAttributes) throws -> StoreOutcome {
+    /// `afterIndex` runs in the same transaction, once the instance's rows are written.
+    public func commit(_ incoming: IncomingInstance, attributes: InstanceAttributes,
+                       afterIndex: AfterIndex? = nil) throws -> StoreOutcome {
         let sha = try incoming.seal()
         // Name the sealed file by its hash inside tmp/ so that a crash after the index commit can be
         // completed at start; the uuid keeps concurrent identical instances apart.
@@ -96,8 +110,9 @@ public final class Archive: @unchecked Sendable {
         let relative = Archive.relativePath(sha256: sha)
         let instance = StoredInstance(
             attributes: attributes, sha256: sha, size: incoming.size, transferSyntaxUID: incoming.transferSyntaxUID,
-            callingAETitle: incoming.callingAETitle, receivedAt: incoming.receivedAt, path: relative, version: 0)
-        return try committer.submit(PendingCommit(instance: instance, stagedPath: staged))
+            callingAETitle: incoming.callingAETitle, receivedAt: incoming.receivedAt, path: relative, version: 0,
+            origin: incoming.origin)
+        return try committer.submit(PendingCommit(instance: instance, stagedPath: staged, afterIndex: afterIndex))
     }
 
     static func relativePath(sha256: String) -> String {

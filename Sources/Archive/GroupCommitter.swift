@@ -5,6 +5,8 @@ import Logging
 struct PendingCommit {
     var instance: StoredInstance
     var stagedPath: String
+    /// Work in the same transaction, after the index rows and the commit hook.
+    var afterIndex: Archive.AfterIndex?
 }
 
 /// Group commit: association threads submit sealed (fsync'd) instances and wait; one thread takes
@@ -102,6 +104,7 @@ final class GroupCommitter: @unchecked Sendable {
                 for ticket in batch { outcomes.append(try Index.insert(ticket.pending.instance, db)) }
                 let fresh = outcomes.filter { if case .duplicate = $0 { return false } else { return true } }
                 if let hook, !fresh.isEmpty { try hook(db, fresh) }
+                for (ticket, outcome) in zip(batch, outcomes) { try ticket.pending.afterIndex?(db, outcome) }
                 return outcomes
             }
             // 3. Move the files to their content addresses. No directory sync is waited for: each

@@ -13,6 +13,7 @@ public final class IncomingInstance: @unchecked Sendable {
     public let callingAETitle: String
     public let receivedAt: Date
     public let tempPath: String
+    public let origin: InstanceOrigin
     private var fd: Int32
     private var hasher = SHA256()
     private var buffer: UnsafeMutableRawBufferPointer
@@ -24,8 +25,11 @@ public final class IncomingInstance: @unchecked Sendable {
 
     static let bufferSize = 1 << 20
 
+    /// With `writeMeta`, the file starts with our own File Meta group (a received dataset); without,
+    /// the caller writes a whole Part 10 file (an instance imported bit for bit).
     init(tempPath: String, sopClassUID: String, sopInstanceUID: String, transferSyntaxUID: String,
-         callingAETitle: String) throws {
+         callingAETitle: String, origin: InstanceOrigin = .dicom, writeMeta: Bool = true) throws {
+        self.origin = origin
         self.tempPath = tempPath
         self.sopClassUID = sopClassUID
         self.sopInstanceUID = sopInstanceUID
@@ -35,9 +39,11 @@ public final class IncomingInstance: @unchecked Sendable {
         fd = open(tempPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         if fd < 0 { throw ArchiveError.errno("cannot create \(tempPath)") }
         buffer = .allocate(byteCount: Self.bufferSize, alignment: 16)
-        let meta = FileMetaInformation(sopClassUID: sopClassUID, sopInstanceUID: sopInstanceUID,
-                                       transferSyntaxUID: transferSyntaxUID, sourceAETitle: callingAETitle)
-        meta.encoded().withUnsafeBytes { _ = write($0) }
+        if writeMeta {
+            let meta = FileMetaInformation(sopClassUID: sopClassUID, sopInstanceUID: sopInstanceUID,
+                                           transferSyntaxUID: transferSyntaxUID, sourceAETitle: callingAETitle)
+            meta.encoded().withUnsafeBytes { _ = write($0) }
+        }
     }
 
     deinit {

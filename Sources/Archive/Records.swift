@@ -44,6 +44,18 @@ public struct StoredInstance: Sendable, Equatable {
     public var path: String
     /// 1 for the first version of a SOP Instance UID, 2 for the next different bytes, and so on.
     public var version: Int
+    /// How the instance came in: decides what the ledger records for it.
+    public var origin: InstanceOrigin = .dicom
+}
+
+/// Where a stored instance came from.
+public enum InstanceOrigin: Sendable, Equatable {
+    /// Received by C-STORE (or C-GET) from a DICOM peer: `callingAETitle` names it.
+    case dicom
+    /// Made by this bridge (an imaging manifest it published).
+    case local
+    /// Fetched from a peer bridge and verified against the peer's ledger entry `manifestEntry`.
+    case peer(name: String, manifestEntry: UInt64)
 }
 
 /// What happened to a C-STORE once it is durable.

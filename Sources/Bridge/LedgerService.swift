@@ -33,6 +33,14 @@ final class LedgerService: BackgroundService, @unchecked Sendable {
             let entries = try outcomes.map { outcome -> Data in
                 let i = outcome.instance
                 let a = i.attributes
+                if case let .peer(name, manifestEntry) = i.origin {
+                    return try ReceivedFromPeer(
+                        sopInstanceUID: a.sopInstanceUID, studyInstanceUID: a.studyInstanceUID,
+                        seriesInstanceUID: a.seriesInstanceUID, sopClassUID: a.sopClassUID, sha256: i.sha256,
+                        size: UInt64(i.size), transferSyntaxUID: i.transferSyntaxUID, peer: name,
+                        peerManifestEntry: manifestEntry, receivedAt: i.receivedAt
+                    ).encode()
+                }
                 return try InstanceAnchored(
                     sopInstanceUID: a.sopInstanceUID, studyInstanceUID: a.studyInstanceUID,
                     seriesInstanceUID: a.seriesInstanceUID, sopClassUID: a.sopClassUID, sha256: i.sha256,

@@ -1,4 +1,5 @@
 import Archive
+import Exchange
 import DICOM
 import DICOMNetwork
 import Foundation
@@ -19,6 +20,7 @@ public final class BridgeServer: @unchecked Sendable {
         self.logger = logger
         DcmtkDictionary.initialize(logLevel: configuration.logLevel == "trace" ? 1 : 4)
         LedgerService.registered
+        ExchangeSchema.registered
         archive = try Archive(home: home.url, logger: logger)
         let ledger = try LedgerService(home: home, configuration: configuration, archive: archive, logger: logger)
         if ProcessInfo.processInfo.environment["DICOM_BRIDGE_BENCHMARK_NO_ANCHORING"] == "1" {

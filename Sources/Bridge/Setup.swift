@@ -1,4 +1,5 @@
 import Archive
+import Exchange
 import Foundation
 import Logging
 
@@ -16,6 +17,7 @@ public enum Setup {
         try FileManager.default.createDirectory(at: home.url, withIntermediateDirectories: true)
         try home.saveConfiguration(configuration)
         LedgerService.registered
+        ExchangeSchema.registered
         let archive = try Archive(home: home.url, logger: Logger(label: "dicom-bridge.init"))
         archive.close()
         let verifier = try NodeKey.loadOrCreate(home: home, name: configuration.nodeName).verifierKey
@@ -37,6 +39,7 @@ public enum Setup {
             throw ConfigurationError("no bridge home at \(home.url.path): run `dicom-bridge init --home \(home.url.path)` first")
         }
         LedgerService.registered
+        ExchangeSchema.registered
         return try Archive(home: home.url, logger: Logger(label: "dicom-bridge"))
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Well-known UIDs (PS3.6 annex A) and the bridge's own.
 public enum UID {
     /// The bridge's Implementation Class UID (PS3.7 D.3.3.2), under the UUID-derived root 2.25 (PS3.5 B.2).
@@ -6,6 +8,8 @@ public enum UID {
     public static let implementationVersionName = "DICOMBRIDGE_01"
 
     public static let verification = "1.2.840.10008.1.1"
+    /// Key Object Selection Document Storage (the XDS-I.b imaging manifest).
+    public static let keyObjectSelectionDocument = "1.2.840.10008.5.1.4.1.1.88.59"
 
     /// Is `uid` a syntactically valid UID (PS3.5 9.1): 1 to 64 characters, digits and dots,
     /// components without a leading zero.
@@ -37,4 +41,24 @@ public enum TransferSyntax {
 
     /// The uncompressed syntaxes every SCP must understand, in our order of preference.
     public static let uncompressed = [explicitVRLittleEndian, implicitVRLittleEndian, explicitVRBigEndian]
+}
+
+extension UID {
+    /// A new UID under 2.25 (ISO/IEC 9834-8: the decimal value of a random UUID), at most 44 characters.
+    public static func generate() -> String {
+        let u = UUID().uuid
+        var digits = [u.0, u.1, u.2, u.3, u.4, u.5, u.6, u.7, u.8, u.9, u.10, u.11, u.12, u.13, u.14, u.15]
+        var decimal: [Character] = []
+        // Repeated division of the 128-bit big-endian number by 10.
+        while digits.contains(where: { $0 != 0 }) {
+            var remainder = 0
+            for i in digits.indices {
+                let value = remainder * 256 + Int(digits[i])
+                digits[i] = UInt8(value / 10)
+                remainder = value % 10
+            }
+            decimal.append(Character(String(remainder)))
+        }
+        return "2.25." + (decimal.isEmpty ? "0" : String(decimal.reversed()))
+    }
 }

@@ -100,24 +100,20 @@ public struct EventRecord: Hashable, Sendable {
 /// new cases with their own type name and version.
 public enum LedgerEvent: Hashable, Sendable {
     case instanceAnchored(InstanceAnchored)
+    case manifestPublished(ManifestPublished)
+    case receivedFromPeer(ReceivedFromPeer)
 
-    public var type: String {
+    var record: EventRecord {
         switch self {
-        case .instanceAnchored: return InstanceAnchored.type
+        case let .instanceAnchored(e): return e.record
+        case let .manifestPublished(e): return e.record
+        case let .receivedFromPeer(e): return e.record
         }
     }
 
-    public var version: Int {
-        switch self {
-        case .instanceAnchored: return InstanceAnchored.version
-        }
-    }
-
-    public func encode() -> Data {
-        switch self {
-        case let .instanceAnchored(e): return e.record.encode()
-        }
-    }
+    public var type: String { record.type }
+    public var version: Int { record.version }
+    public func encode() -> Data { record.encode() }
 
     /// Decodes a canonical encoding; throws `unknownType` for a well-formed event of another type
     /// or version, and `malformed` / `invalidField` for anything not exactly canonical.
@@ -127,6 +123,8 @@ public enum LedgerEvent: Hashable, Sendable {
         let event: LedgerEvent
         switch (record.type, record.version) {
         case (InstanceAnchored.type, InstanceAnchored.version): event = .instanceAnchored(try InstanceAnchored(record))
+        case (ManifestPublished.type, ManifestPublished.version): event = .manifestPublished(try ManifestPublished(record))
+        case (ReceivedFromPeer.type, ReceivedFromPeer.version): event = .receivedFromPeer(try ReceivedFromPeer(record))
         default: throw LedgerEventError.unknownType(type: record.type, version: record.version)
         }
         // Values are canonical too: no "0524288", no upper-case hex.
@@ -236,6 +234,202 @@ public struct InstanceAnchored: Hashable, Sendable {
         try! EventRecord(type: InstanceAnchored.type, version: InstanceAnchored.version, fields: Array(zip(InstanceAnchored.keys, [
             sopInstanceUID, studyInstanceUID, seriesInstanceUID, sopClassUID, sha256, String(size),
             transferSyntaxUID, callingAETitle, Timestamp.rfc3339(millis: receivedMillis),
+        ])))
+    }
+
+    public func encode() -> Data { record.encode() }
+}
+
+/// Validation shared by the event types: each returns the canonical value or throws naming the key.
+enum EventField {
+    static func uid(_ key: String, _ v: String) throws -> String {
+        guard (1...64).contains(v.utf8.count), v.utf8.allSatisfy({ (0x30...0x39).contains($0) || $0 == 0x2E }) else {
+            throw LedgerEventError.invalidField(key: key, value: v, reason: "not a UID (1 to 64 digits and dots)")
+        }
+        return v
+    }
+
+    static func sha256(_ key: String, _ v: String) throws -> String {
+        let hash = v.lowercased()
+        guard hash.utf8.count == 64, Hex.decode(hash) != nil else {
+            throw LedgerEventError.invalidField(key: key, value: v, reason: "not 64 hex digits")
+        }
+        return hash
+    }
+
+    static func count(_ key: String, _ v: String) throws -> UInt64 {
+        guard let n = UInt64(v), String(n) == v else { throw LedgerEventError.invalidField(key: key, value: v, reason: "not a count") }
+        return n
+    }
+
+    static func time(_ key: String, _ v: String) throws -> Int64 {
+        guard let ms = Timestamp.parseMillis(v) else {
+            throw LedgerEventError.invalidField(key: key, value: v, reason: "not YYYY-MM-DDTHH:MM:SS.mmmZ")
+        }
+        return ms
+    }
+
+    static func millis(_ key: String, _ date: Date) throws -> Int64 {
+        let ms = Timestamp.millis(date)
+        guard (-62_167_219_200_000...253_402_300_799_999).contains(ms) else {
+            throw LedgerEventError.invalidField(key: key, value: String(ms), reason: "year outside 0000 to 9999")
+        }
+        return ms
+    }
+
+    /// A node name (the CN of its certificate, the name of its ledger key): 1 to 128 characters
+    /// of letters, digits and `.-_:`.
+    static func nodeName(_ key: String, _ v: String) throws -> String {
+        guard (1...128).contains(v.utf8.count),
+              v.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) || [0x2E, 0x2D, 0x5F, 0x3A].contains($0) }) else {
+            throw LedgerEventError.invalidField(key: key, value: v, reason: "not a node name (letters, digits, . - _ :)")
+        }
+        return v
+    }
+}
+
+/// "manifest-published" v1: this node published an XDS-I.b imaging manifest (a DICOM Key Object
+/// Selection document) for a study, and commits to the exact set of instances it references.
+///
+///     dicom-bridge/event/v1 manifest-published
+///     study-instance-uid <UID>
+///     manifest-sop-instance-uid <UID of the KOS>
+///     manifest-sha256 <SHA-256 of the stored KOS Part 10 file>
+///     manifest-size <bytes of that file>
+///     instance-count <number of instances the manifest references>
+///     instances-root <RFC 6962 Merkle tree hash over the instances' SHA-256 values: each leaf is
+///                     the 32 raw bytes of one stored file's SHA-256, leaves in ascending byte order>
+///     replaces <UID of the manifest this one replaces, or "none">
+///     published <RFC 3339 UTC with milliseconds>
+public struct ManifestPublished: Hashable, Sendable {
+    public static let type = "manifest-published"
+    public static let version = 1
+    static let keys = ["study-instance-uid", "manifest-sop-instance-uid", "manifest-sha256", "manifest-size",
+                       "instance-count", "instances-root", "replaces", "published"]
+
+    public let studyInstanceUID: String
+    public let manifestSOPInstanceUID: String
+    public let manifestSHA256: String
+    public let manifestSize: UInt64
+    public let instanceCount: UInt64
+    public let instancesRoot: String
+    /// The replaced manifest's SOP Instance UID, nil for a study's first manifest.
+    public let replaces: String?
+    public let publishedMillis: Int64
+    public var publishedAt: Date { Timestamp.date(millis: publishedMillis) }
+
+    public init(studyInstanceUID: String, manifestSOPInstanceUID: String, manifestSHA256: String, manifestSize: UInt64,
+                instanceCount: UInt64, instancesRoot: String, replaces: String?, publishedAt: Date) throws {
+        try self.init(studyInstanceUID: studyInstanceUID, manifestSOPInstanceUID: manifestSOPInstanceUID,
+                      manifestSHA256: manifestSHA256, manifestSize: manifestSize, instanceCount: instanceCount,
+                      instancesRoot: instancesRoot, replaces: replaces,
+                      publishedMillis: try EventField.millis("published", publishedAt))
+    }
+
+    init(studyInstanceUID: String, manifestSOPInstanceUID: String, manifestSHA256: String, manifestSize: UInt64,
+         instanceCount: UInt64, instancesRoot: String, replaces: String?, publishedMillis: Int64) throws {
+        self.studyInstanceUID = try EventField.uid("study-instance-uid", studyInstanceUID)
+        self.manifestSOPInstanceUID = try EventField.uid("manifest-sop-instance-uid", manifestSOPInstanceUID)
+        self.manifestSHA256 = try EventField.sha256("manifest-sha256", manifestSHA256)
+        self.manifestSize = manifestSize
+        self.instanceCount = instanceCount
+        self.instancesRoot = try EventField.sha256("instances-root", instancesRoot)
+        self.replaces = try replaces.map { try EventField.uid("replaces", $0) }
+        self.publishedMillis = publishedMillis
+    }
+
+    init(_ record: EventRecord) throws {
+        let v = try record.values(Self.keys)
+        try self.init(studyInstanceUID: v[0], manifestSOPInstanceUID: v[1], manifestSHA256: v[2],
+                      manifestSize: try EventField.count("manifest-size", v[3]),
+                      instanceCount: try EventField.count("instance-count", v[4]), instancesRoot: v[5],
+                      replaces: v[6] == "none" ? nil : v[6], publishedMillis: try EventField.time("published", v[7]))
+    }
+
+    var record: EventRecord {
+        try! EventRecord(type: Self.type, version: Self.version, fields: Array(zip(Self.keys, [
+            studyInstanceUID, manifestSOPInstanceUID, manifestSHA256, String(manifestSize), String(instanceCount),
+            instancesRoot, replaces ?? "none", Timestamp.rfc3339(millis: publishedMillis),
+        ])))
+    }
+
+    public func encode() -> Data { record.encode() }
+
+    /// The `instances-root` of a set of SHA-256 values (hex): leaves are the raw 32 bytes, sorted.
+    public static func instancesRoot(sha256s: [String]) throws -> String {
+        let leaves = try sha256s.map { h -> [UInt8] in
+            guard let bytes = Hex.decode(h.lowercased()), bytes.count == 32 else {
+                throw LedgerEventError.invalidField(key: "instances-root", value: h, reason: "not 64 hex digits")
+            }
+            return bytes
+        }.sorted { $0.lexicographicallyPrecedes($1) }
+        return MerkleTree.rootHash(leaves: leaves.map { Data($0) }).hex
+    }
+}
+
+/// "received-from-peer" v1: an instance fetched from a peer bridge, verified against the peer's
+/// ledger, was stored here bit for bit.
+///
+///     dicom-bridge/event/v1 received-from-peer
+///     sop-instance-uid, study-instance-uid, series-instance-uid, sop-class-uid <UIDs>
+///     sha256 <SHA-256 of the stored bytes>
+///     size <bytes>
+///     transfer-syntax-uid <UID>
+///     peer <the peer's node name>
+///     peer-manifest-entry <index of the peer's manifest-published entry this was verified against>
+///     received <RFC 3339 UTC with milliseconds>
+public struct ReceivedFromPeer: Hashable, Sendable {
+    public static let type = "received-from-peer"
+    public static let version = 1
+    static let keys = ["sop-instance-uid", "study-instance-uid", "series-instance-uid", "sop-class-uid", "sha256",
+                       "size", "transfer-syntax-uid", "peer", "peer-manifest-entry", "received"]
+
+    public let sopInstanceUID: String
+    public let studyInstanceUID: String
+    public let seriesInstanceUID: String
+    public let sopClassUID: String
+    public let sha256: String
+    public let size: UInt64
+    public let transferSyntaxUID: String
+    public let peer: String
+    public let peerManifestEntry: UInt64
+    public let receivedMillis: Int64
+
+    public init(sopInstanceUID: String, studyInstanceUID: String, seriesInstanceUID: String, sopClassUID: String,
+                sha256: String, size: UInt64, transferSyntaxUID: String, peer: String, peerManifestEntry: UInt64,
+                receivedAt: Date) throws {
+        try self.init(sopInstanceUID: sopInstanceUID, studyInstanceUID: studyInstanceUID, seriesInstanceUID: seriesInstanceUID,
+                      sopClassUID: sopClassUID, sha256: sha256, size: size, transferSyntaxUID: transferSyntaxUID, peer: peer,
+                      peerManifestEntry: peerManifestEntry, receivedMillis: try EventField.millis("received", receivedAt))
+    }
+
+    init(sopInstanceUID: String, studyInstanceUID: String, seriesInstanceUID: String, sopClassUID: String,
+         sha256: String, size: UInt64, transferSyntaxUID: String, peer: String, peerManifestEntry: UInt64,
+         receivedMillis: Int64) throws {
+        self.sopInstanceUID = try EventField.uid("sop-instance-uid", sopInstanceUID)
+        self.studyInstanceUID = try EventField.uid("study-instance-uid", studyInstanceUID)
+        self.seriesInstanceUID = try EventField.uid("series-instance-uid", seriesInstanceUID)
+        self.sopClassUID = try EventField.uid("sop-class-uid", sopClassUID)
+        self.sha256 = try EventField.sha256("sha256", sha256)
+        self.size = size
+        self.transferSyntaxUID = try EventField.uid("transfer-syntax-uid", transferSyntaxUID)
+        self.peer = try EventField.nodeName("peer", peer)
+        self.peerManifestEntry = peerManifestEntry
+        self.receivedMillis = receivedMillis
+    }
+
+    init(_ record: EventRecord) throws {
+        let v = try record.values(Self.keys)
+        try self.init(sopInstanceUID: v[0], studyInstanceUID: v[1], seriesInstanceUID: v[2], sopClassUID: v[3],
+                      sha256: v[4], size: try EventField.count("size", v[5]), transferSyntaxUID: v[6], peer: v[7],
+                      peerManifestEntry: try EventField.count("peer-manifest-entry", v[8]),
+                      receivedMillis: try EventField.time("received", v[9]))
+    }
+
+    var record: EventRecord {
+        try! EventRecord(type: Self.type, version: Self.version, fields: Array(zip(Self.keys, [
+            sopInstanceUID, studyInstanceUID, seriesInstanceUID, sopClassUID, sha256, String(size), transferSyntaxUID,
+            peer, String(peerManifestEntry), Timestamp.rfc3339(millis: receivedMillis),
         ])))
     }
 

@@ -236,3 +236,26 @@ public enum MerkleTree {
         if size2 > maxSize { throw MerkleError.invalidSizes(size1: size1, size2: size2, reason: "beyond maximum size") }
     }
 }
+
+extension MerkleTree {
+    /// RFC 6962 section 2.1 MTH over entries held in memory (the empty tree's hash for none).
+    /// For small lists such as a study's instance hashes; the log itself uses stored hashes.
+    public static func rootHash(leaves: [Data]) -> MerkleHash {
+        guard !leaves.isEmpty else { return RFC6962.emptyRoot }
+        var level = leaves.map { RFC6962.leafHash($0) }
+        // Pairing left to right and carrying an odd last node up unchanged gives exactly MTH's
+        // split at the largest power of two below n.
+        while level.count > 1 {
+            var next: [MerkleHash] = []
+            next.reserveCapacity((level.count + 1) / 2)
+            var i = 0
+            while i + 1 < level.count {
+                next.append(RFC6962.nodeHash(level[i], level[i + 1]))
+                i += 2
+            }
+            if i < level.count { next.append(level[i]) }
+            level = next
+        }
+        return level[0]
+    }
+}

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Bridge
+import Exchange
 import Foundation
 import Ledger
 #if canImport(FoundationNetworking)

@@ -9,12 +9,7 @@ public struct LedgerReader: Sendable {
     let archive: Archive
     let key: String
 
-    public init(home: Home) throws {
-        archive = try Setup.openArchive(home: home)
-        key = try NodeKey.load(home: home).verifierKey
-    }
-
-    init(archive: Archive, key: String) {
+    public init(archive: Archive, key: String) {
         self.archive = archive
         self.key = key
     }
@@ -68,25 +63,40 @@ public struct LedgerReader: Sendable {
     /// An inclusion proof against the latest checkpoint the node has signed.
     public func prove(_ selector: Selector) throws -> InclusionProof {
         try archive.database.read { db in
-            guard let cp = try LedgerStore.latestCheckpoint(db) else { throw ConfigurationError("no signed checkpoint yet") }
+            guard let cp = try LedgerStore.latestCheckpoint(db) else { throw ExchangeError("no signed checkpoint yet") }
             let index: UInt64
             switch selector {
             case .index(let i): index = i
             case .sop(let uid):
                 guard let i = try Int64.fetchOne(db, sql: "SELECT ledger_index FROM instance WHERE sop_instance_uid = ? AND is_current = 1",
-                                                 arguments: [uid]) else { throw ConfigurationError("no anchored instance with SOP Instance UID \(uid)") }
+                                                 arguments: [uid]) else { throw ExchangeError("no anchored instance with SOP Instance UID \(uid)") }
                 index = UInt64(i)
             case .sha256(let h):
                 guard let i = try Int64.fetchOne(db, sql: "SELECT ledger_index FROM instance WHERE sha256 = ? AND ledger_index IS NOT NULL",
-                                                 arguments: [h.lowercased()]) else { throw ConfigurationError("no anchored instance with SHA-256 \(h)") }
+                                                 arguments: [h.lowercased()]) else { throw ExchangeError("no anchored instance with SHA-256 \(h)") }
                 index = UInt64(i)
             }
             guard index < cp.size else {
-                throw ConfigurationError("entry \(index) is not yet covered by a signed checkpoint (size \(cp.size)); try again in a moment")
+                throw ExchangeError("entry \(index) is not yet covered by a signed checkpoint (size \(cp.size)); try again in a moment")
             }
-            guard let leaf = try LedgerStore.leafHash(at: index, db) else { throw ConfigurationError("no entry \(index)") }
+            guard let leaf = try LedgerStore.leafHash(at: index, db) else { throw ExchangeError("no entry \(index)") }
             let proof = try LedgerStore.inclusionProof(index: index, size: cp.size, db)
             return InclusionProof(index: index, treeSize: cp.size, leafHash: leaf.base64, proof: proof.map(\.base64),
+                                  checkpoint: cp.signedNote)
+        }
+    }
+
+    /// An inclusion proof of entry `index` against the signed checkpoint of size `size`.
+    public func prove(_ index: UInt64, size: UInt64) throws -> InclusionProof {
+        try archive.database.read { db in
+            guard let cp = try LedgerStore.checkpoints(db).last(where: { $0.size == size }) else {
+                throw ExchangeError("the node signed no checkpoint of size \(size)")
+            }
+            guard index < size, let leaf = try LedgerStore.leafHash(at: index, db) else {
+                throw ExchangeError("entry \(index) is not covered by the checkpoint of size \(size)")
+            }
+            let proof = try LedgerStore.inclusionProof(index: index, size: size, db)
+            return InclusionProof(index: index, treeSize: size, leafHash: leaf.base64, proof: proof.map(\.base64),
                                   checkpoint: cp.signedNote)
         }
     }
@@ -101,10 +111,10 @@ public struct LedgerReader: Sendable {
 
     public func proveConsistency(_ size1: UInt64, _ size2: UInt64) throws -> ConsistencyProof {
         try archive.database.read { db in
-            guard size1 <= size2 else { throw ConfigurationError("the old size must not exceed the new size") }
+            guard size1 <= size2 else { throw ExchangeError("the old size must not exceed the new size") }
             let signed = try LedgerStore.checkpoints(db)
             guard let cp2 = signed.last(where: { $0.size == size2 }) else {
-                throw ConfigurationError("the node signed no checkpoint of size \(size2); sizes signed: \(Self.sizes(signed))")
+                throw ExchangeError("the node signed no checkpoint of size \(size2); sizes signed: \(Self.sizes(signed))")
             }
             let cp1 = signed.last(where: { $0.size == size1 })
             let proof = try LedgerStore.consistencyProof(from: size1, to: size2, db)
@@ -113,7 +123,7 @@ public struct LedgerReader: Sendable {
         }
     }
 
-    static func sizes(_ cps: [StoredCheckpoint]) -> String {
+    public static func sizes(_ cps: [StoredCheckpoint]) -> String {
         let s = cps.map(\.size)
         return s.count <= 6 ? s.map(String.init).joined(separator: ", ") : "\(s.first!) ... \(s.last!) (\(s.count) checkpoints)"
     }
@@ -128,10 +138,10 @@ public struct LedgerReader: Sendable {
             var previous: StoredCheckpoint?
             for cp in cps {
                 do { _ = try SignedNote.open(cp.signedNote, verifiers: [verifier]) } catch {
-                    throw ConfigurationError("checkpoint of size \(cp.size) (id \(cp.id)) has no valid signature by \(key): \(error)")
+                    throw ExchangeError("checkpoint of size \(cp.size) (id \(cp.id)) has no valid signature by \(key): \(error)")
                 }
                 if let p = previous, p.size == cp.size, p.rootHash != cp.rootHash {
-                    throw ConfigurationError("two different roots signed for size \(cp.size)")
+                    throw ExchangeError("two different roots signed for size \(cp.size)")
                 }
                 previous = cp
             }
