@@ -1,4 +1,5 @@
 import DICOM
+import Exchange
 import Foundation
 
 /// The bridge's configuration: `config.json` in the home, overridden by environment variables
@@ -28,11 +29,34 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
     /// A700 after this many, asking the user to narrow it.
     public var maxQueryMatches: Int = 10_000
 
+    // Exchange with peer bridges.
+    /// The port of the peer API (mutual TLS); served only with a TLS certificate and key.
+    public var peerPort: Int = 8443
+    /// PEM certificate of this node (`pki issue`), its common name being `nodeName`.
+    public var tlsCert: String?
+    /// PEM private key of that certificate.
+    public var tlsKey: String?
+    /// The peer API's URL as peers reach it; default https://localhost:<peerPort>.
+    public var publicURL: String?
+    /// Seconds without a new instance after which a study is complete and its manifest published.
+    public var studyCompleteSeconds: Double = 60
+    /// Seconds between two rounds of witnessing (and cosigning) the peers' ledgers.
+    public var witnessIntervalSeconds: Double = 30
+    /// The node's OID: XDS repositoryUniqueId and manifests' Retrieve Location UID (made at init).
+    public var nodeOID: String = ""
+    /// The XDS affinity domain's patient ID assigning authority (default: the node's OID).
+    public var affinityDomainOID: String = ""
+    /// Institution Name written in manifests.
+    public var institutionName: String = ""
+    /// XDS codes of the document entries (classCode, typeCode, confidentialityCode, ...).
+    public var documentCodes: DocumentEntryCodes = .defaults
+
     public init() {}
 
     enum CodingKeys: String, CodingKey {
         case aeTitle, port, maxPDU, maxAssociations, acceptAny, dimseTimeoutSeconds, logLevel,
-             checkpointIntervalSeconds, nodeName, maxQueryMatches, httpPort
+             checkpointIntervalSeconds, nodeName, maxQueryMatches, httpPort, peerPort, tlsCert, tlsKey, publicURL,
+             studyCompleteSeconds, witnessIntervalSeconds, nodeOID, affinityDomainOID, institutionName, documentCodes
     }
 
     public init(from decoder: any Decoder) throws {
@@ -49,6 +73,24 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         nodeName = try c.decodeIfPresent(String.self, forKey: .nodeName) ?? d.nodeName
         maxQueryMatches = try c.decodeIfPresent(Int.self, forKey: .maxQueryMatches) ?? d.maxQueryMatches
         httpPort = try c.decodeIfPresent(Int.self, forKey: .httpPort) ?? d.httpPort
+        peerPort = try c.decodeIfPresent(Int.self, forKey: .peerPort) ?? d.peerPort
+        tlsCert = try c.decodeIfPresent(String.self, forKey: .tlsCert)
+        tlsKey = try c.decodeIfPresent(String.self, forKey: .tlsKey)
+        publicURL = try c.decodeIfPresent(String.self, forKey: .publicURL)
+        studyCompleteSeconds = try c.decodeIfPresent(Double.self, forKey: .studyCompleteSeconds) ?? d.studyCompleteSeconds
+        witnessIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .witnessIntervalSeconds) ?? d.witnessIntervalSeconds
+        nodeOID = try c.decodeIfPresent(String.self, forKey: .nodeOID) ?? d.nodeOID
+        affinityDomainOID = try c.decodeIfPresent(String.self, forKey: .affinityDomainOID) ?? d.affinityDomainOID
+        institutionName = try c.decodeIfPresent(String.self, forKey: .institutionName) ?? d.institutionName
+        documentCodes = try c.decodeIfPresent(DocumentEntryCodes.self, forKey: .documentCodes) ?? d.documentCodes
+    }
+
+    /// What the exchange needs, with defaults filled in.
+    public var exchangeSettings: ExchangeSettings {
+        ExchangeSettings(nodeName: nodeName, aeTitle: aeTitle, nodeOID: nodeOID,
+                         affinityDomainOID: affinityDomainOID.isEmpty ? nodeOID : affinityDomainOID,
+                         publicURL: publicURL ?? "https://localhost:\(peerPort)", studyCompleteSeconds: studyCompleteSeconds,
+                         witnessIntervalSeconds: witnessIntervalSeconds, codes: documentCodes, institutionName: institutionName)
     }
 
     static let defaults = BridgeConfiguration()
@@ -63,6 +105,13 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         guard (1...1024).contains(maxAssociations) else { throw ConfigurationError("maxAssociations \(maxAssociations) is out of range 1-1024") }
         guard dimseTimeoutSeconds >= 1 else { throw ConfigurationError("dimseTimeoutSeconds must be at least 1") }
         guard maxQueryMatches >= 0 else { throw ConfigurationError("maxQueryMatches must be 0 (no limit) or more") }
+        guard (0...65535).contains(peerPort) else { throw ConfigurationError("peerPort \(peerPort) is out of range 0-65535 (0 turns it off)") }
+        guard peerPort == 0 || (peerPort != port && peerPort != httpPort) else { throw ConfigurationError("peerPort must differ from port and httpPort") }
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ConfigurationError("tlsCert and tlsKey go together: give both or neither") }
+        guard studyCompleteSeconds >= 0 else { throw ConfigurationError("studyCompleteSeconds must be 0 or more") }
+        guard witnessIntervalSeconds > 0 else { throw ConfigurationError("witnessIntervalSeconds must be positive") }
+        guard nodeOID.isEmpty || UID.isValid(nodeOID) else { throw ConfigurationError("nodeOID '\(nodeOID)' is not an OID") }
+        guard affinityDomainOID.isEmpty || UID.isValid(affinityDomainOID) else { throw ConfigurationError("affinityDomainOID '\(affinityDomainOID)' is not an OID") }
         guard checkpointIntervalSeconds > 0 else { throw ConfigurationError("checkpointIntervalSeconds must be positive") }
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
             throw ConfigurationError("logLevel '\(logLevel)' is not one of trace, debug, info, notice, warning, error")
@@ -88,6 +137,12 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         if let v = env["DICOM_BRIDGE_NODE_NAME"] { nodeName = v }
         if let v = try int("DICOM_BRIDGE_MAX_QUERY_MATCHES") { maxQueryMatches = v }
         if let v = try int("DICOM_BRIDGE_HTTP_PORT") { httpPort = v }
+        if let v = try int("DICOM_BRIDGE_PEER_PORT") { peerPort = v }
+        if let v = env["DICOM_BRIDGE_TLS_CERT"] { tlsCert = v }
+        if let v = env["DICOM_BRIDGE_TLS_KEY"] { tlsKey = v }
+        if let v = env["DICOM_BRIDGE_PUBLIC_URL"] { publicURL = v }
+        if let v = env["DICOM_BRIDGE_STUDY_COMPLETE_SECONDS"], let d = Double(v) { studyCompleteSeconds = d }
+        if let v = env["DICOM_BRIDGE_WITNESS_INTERVAL"], let d = Double(v) { witnessIntervalSeconds = d }
     }
 }
 

@@ -22,14 +22,20 @@ final class LedgerService: BackgroundService, @unchecked Sendable {
     init(home: Home, configuration: BridgeConfiguration, archive: Archive, logger: Logger) throws {
         self.archive = archive
         signer = try NodeKey.loadOrCreate(home: home, name: configuration.nodeName)
+        guard signer.name == configuration.nodeName else {
+            throw ConfigurationError("nodeName is '\(configuration.nodeName)' but the node key in \(home.nodeKeyFile.path) is for '\(signer.name)': the name is fixed when the home is made")
+        }
         origin = configuration.nodeName
         interval = configuration.checkpointIntervalSeconds
         self.logger = logger
     }
 
     /// Appends an "instance anchored" entry for each new instance or version, in the commit's transaction.
-    var commitHook: Archive.CommitHook {
-        { db, outcomes in
+    var commitHook: Archive.CommitHook { Self.anchoringHook }
+
+    /// The hook every archive that stores instances runs (serve, and the CLI's fetch and manifest).
+    static let anchoringHook: Archive.CommitHook = { db, outcomes in
+        do {
             let entries = try outcomes.map { outcome -> Data in
                 let i = outcome.instance
                 let a = i.attributes

@@ -1,4 +1,5 @@
 import Archive
+import Exchange
 import DICOM
 import DICOMNetwork
 import Foundation

@@ -3,6 +3,7 @@ import Exchange
 import DICOM
 import DICOMNetwork
 import Foundation
+import Ledger
 import Logging
 
 /// What `dicom-bridge serve` runs: the archive, the DICOM SCP, the ledger's checkpoint signer.
@@ -15,6 +16,14 @@ public final class BridgeServer: @unchecked Sendable {
     private var services: [any BackgroundService] = []
 
     public init(home: Home, configuration: BridgeConfiguration, logger: Logger) throws {
+        var configuration = configuration
+        if configuration.nodeOID.isEmpty {
+            // A home made before manifests existed: give the node its OID once, for good.
+            var saved = try home.loadConfiguration()
+            saved.nodeOID = UID.generate()
+            try home.saveConfiguration(saved)
+            configuration.nodeOID = saved.nodeOID
+        }
         self.home = home
         self.configuration = configuration
         self.logger = logger
@@ -33,6 +42,25 @@ public final class BridgeServer: @unchecked Sendable {
         if configuration.httpPort > 0 {
             services.append(LedgerHTTPService(archive: archive, port: configuration.httpPort,
                                               verifierKey: ledger.signer.verifierKey, logger: logger))
+        }
+        let settings = configuration.exchangeSettings
+        services.append(ManifestService(publisher: ManifestPublisher(archive: archive, settings: settings, logger: logger),
+                                        studyCompleteSeconds: configuration.studyCompleteSeconds, logger: logger))
+        if let cert = configuration.tlsCert, let key = configuration.tlsKey, configuration.peerPort > 0 {
+            let identity = TLSIdentity(certificatePath: cert, keyPath: key)
+            let cn = try identity.commonName()
+            if cn != configuration.nodeName {
+                throw ConfigurationError("the TLS certificate \(cert) is for '\(cn)', but this node is '\(configuration.nodeName)' (nodeName): peers identify a node by both")
+            }
+            let server = PeerServer(archive: archive, settings: settings, identity: identity, port: configuration.peerPort,
+                                    policy: ConfiguredSharingPolicy(), verifierKey: ledger.signer.verifierKey, logger: logger)
+            let witness = Witness(archive: archive, identity: identity,
+                                  cosigner: try CosignatureSigner(privateKey: ledger.signer.privateKey),
+                                  interval: configuration.witnessIntervalSeconds, logger: logger,
+                                  trustedCAs: { [server] in server.trustedCAs })
+            services.append(PeerServices(server: server, witness: witness, logger: logger))
+        } else {
+            logger.notice("no TLS identity configured (tlsCert, tlsKey): the peer API is not served")
         }
     }
 

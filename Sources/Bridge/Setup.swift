@@ -1,4 +1,5 @@
 import Archive
+import DICOM
 import Exchange
 import Foundation
 import Logging
@@ -13,6 +14,9 @@ public struct InitResult: Codable, Sendable {
 public enum Setup {
     /// Creates a home: config.json, the index database and store folders, the node signing key.
     public static func initialize(home: Home, configuration: BridgeConfiguration) throws -> InitResult {
+        var configuration = configuration
+        // The node's own OID, made once: XDS repositoryUniqueId and Retrieve Location UID.
+        if configuration.nodeOID.isEmpty { configuration.nodeOID = UID.generate() }
         try configuration.validate()
         try FileManager.default.createDirectory(at: home.url, withIntermediateDirectories: true)
         try home.saveConfiguration(configuration)
@@ -40,7 +44,10 @@ public enum Setup {
         }
         LedgerService.registered
         ExchangeSchema.registered
-        return try Archive(home: home.url, logger: Logger(label: "dicom-bridge"))
+        let archive = try Archive(home: home.url, logger: Logger(label: "dicom-bridge"))
+        // Whatever a command stores (a fetched study, a manifest) is anchored like a received instance.
+        archive.setCommitHook(LedgerService.anchoringHook)
+        return archive
     }
 }
 

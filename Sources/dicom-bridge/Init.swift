@@ -24,6 +24,27 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning or error.")
     var logLevel: String?
 
+    @Option(name: .customLong("node-name"), help: "The node's name: its ledger origin and its certificate's common name (fixed when the home is made).")
+    var nodeName: String?
+
+    @Option(name: .customLong("peer-port"), help: "Port of the peer API over mutual TLS (default 8443; needs --tls-cert and --tls-key).")
+    var peerPort: Int?
+
+    @Option(name: .customLong("tls-cert"), help: "This node's certificate (PEM, from `pki issue`).")
+    var tlsCert: String?
+
+    @Option(name: .customLong("tls-key"), help: "The private key of --tls-cert (PEM).")
+    var tlsKey: String?
+
+    @Option(name: .customLong("public-url"), help: "The peer API's URL as peers reach it (default https://localhost:<peer-port>).")
+    var publicURL: String?
+
+    @Option(name: .customLong("study-complete-seconds"), help: "Seconds without a new instance before a study's manifest is published (default 60).")
+    var studyCompleteSeconds: Double?
+
+    @Option(name: .customLong("witness-interval"), help: "Seconds between two rounds of witnessing the peers' ledgers (default 30).")
+    var witnessInterval: Double?
+
     func apply(to config: inout BridgeConfiguration) {
         if let aeTitle { config.aeTitle = aeTitle }
         if let port { config.port = port }
@@ -32,6 +53,17 @@ struct ServerOptions: ParsableArguments {
         if let maxAssociations { config.maxAssociations = maxAssociations }
         if acceptAny { config.acceptAny = true }
         if let logLevel { config.logLevel = logLevel }
+        if let nodeName { config.nodeName = nodeName }
+        if let peerPort { config.peerPort = peerPort }
+        if let tlsCert { config.tlsCert = Self.absolute(tlsCert) }
+        if let tlsKey { config.tlsKey = Self.absolute(tlsKey) }
+        if let publicURL { config.publicURL = publicURL }
+        if let studyCompleteSeconds { config.studyCompleteSeconds = studyCompleteSeconds }
+        if let witnessInterval { config.witnessIntervalSeconds = witnessInterval }
+    }
+
+    static func absolute(_ path: String) -> String {
+        path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
     }
 }
 

@@ -4,10 +4,10 @@ import DICOMNetwork
 import Foundation
 
 /// Reads what the index needs from a received file (parsing stops before the pixel data).
-enum AttributeReader {
-    struct Unreadable: Error { let reason: String }
+public enum AttributeReader {
+    public struct Unreadable: Error { public let reason: String }
 
-    static func read(path: String) throws -> (InstanceAttributes, charsetWarning: String?) {
+    public static func read(path: String) throws -> (InstanceAttributes, charsetWarning: String?) {
         let ds: Dataset
         do {
             ds = try Dataset.load(path: path, untilPixelData: true)
