@@ -279,7 +279,7 @@ public final class ManifestPublisher: @unchecked Sendable {
         try archive.database.read { db in
             try Row.fetchAll(db, sql: """
                 SELECT mi.* FROM manifest_instance mi JOIN manifest m ON m.id = mi.manifest_ref
-                WHERE m.sop_instance_uid = ? ORDER BY rowid
+                WHERE m.sop_instance_uid = ? ORDER BY mi.rowid
                 """, arguments: [manifestUID]).map {
                 ManifestMember(seriesInstanceUID: $0["series_instance_uid"], sopInstanceUID: $0["sop_instance_uid"],
                                sopClassUID: $0["sop_class_uid"], sha256: $0["sha256"], size: $0["size"],
