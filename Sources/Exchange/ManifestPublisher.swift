@@ -293,3 +293,10 @@ public final class ManifestPublisher: @unchecked Sendable {
 public enum PeerOrigin {
     public static let prefix = "peer:"
 }
+
+extension ManifestPublisher {
+    /// Studies with a current manifest.
+    public static func publishedStudyCount(_ archive: Archive) throws -> Int {
+        try archive.database.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM manifest WHERE is_current = 1") } ?? 0
+    }
+}
