@@ -27,6 +27,12 @@ public struct DocumentEntries: Sendable {
         }
     }
 
+    public func hasManifest(study: String) throws -> Bool {
+        try archive.database.read { db in
+            try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM manifest WHERE study_instance_uid = ?)", arguments: [study]) ?? false
+        }
+    }
+
     /// The entry of the study's current manifest (and, with `includeReplaced`, the deprecated ones).
     public func entries(study: String, includeReplaced: Bool = false) throws -> [DocumentEntry] {
         let manifests = try archive.database.read { db in

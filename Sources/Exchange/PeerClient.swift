@@ -96,7 +96,10 @@ public final class PeerClient: @unchecked Sendable {
 
     func check(_ response: HTTPClientResponse, _ body: ByteBuffer, _ path: String) throws {
         guard (200..<300).contains(response.status.code) else {
-            let reason = String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines).prefix(300)
+            struct Problem: Decodable { struct Inner: Decodable { var message: String? }; var error: Inner }
+            let text = (try? JSONDecoder().decode(Problem.self, from: Data(buffer: body)).error.message)
+                ?? String(buffer: body)
+            let reason = text.trimmingCharacters(in: .whitespacesAndNewlines).prefix(300)
             if response.status == .forbidden {
                 throw PeerRefused(peer: peer.name, reason: reason.isEmpty ? "forbidden" : String(reason))
             }

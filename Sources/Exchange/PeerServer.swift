@@ -179,8 +179,14 @@ public final class PeerServer: @unchecked Sendable {
                 return LedgerRoutes.text("give patientId or studyInstanceUID\n", status: .badRequest)
             }
             var entries: [DocumentEntry] = []
-            for study in studies where try decide(peer, study: study, action: "query").allowed {
-                entries += try documents.entries(study: study, includeReplaced: q.get("status") == "all")
+            for study in studies {
+                let decision = try decide(peer, study: study, action: "query")
+                if decision.allowed {
+                    entries += try documents.entries(study: study, includeReplaced: q.get("status") == "all")
+                } else if q.get("studyInstanceUID") != nil, try documents.hasManifest(study: study) {
+                    // Asked for by its UID: say it is refused rather than pretend it does not exist.
+                    throw HTTPError(.forbidden, message: "access to study \(study) denied by the source's policy: \(decision.reason)")
+                }
             }
             if q.get("format") == "ebrim" {
                 return Response(status: .ok, headers: [.contentType: "application/xml; charset=utf-8"],
