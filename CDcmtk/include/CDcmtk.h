@@ -284,8 +284,77 @@ void cdcm_scu_release(cdcm_scu *scu);
 /** Aborts the association and frees the handle. */
 void cdcm_scu_abort(cdcm_scu *scu);
 
+/* ------------------------------------------- key object selection (XDS-I.b imaging manifests) */
+
+/** One referenced instance of a manifest. */
+typedef struct cdcm_kos_instance {
+    const char *sop_class_uid;
+    const char *sop_instance_uid;
+} cdcm_kos_instance;
+
+/** One referenced series of the manifest's study, with where its instances are retrieved from. */
+typedef struct cdcm_kos_series {
+    const char *series_instance_uid;
+    const char *retrieve_ae_title;       /* (0008,0054); NULL or empty: absent */
+    const char *retrieve_location_uid;   /* (0040,E011), XDS-I.b: the repository's unique ID; NULL or empty: absent */
+    const char *retrieve_url;            /* (0008,1190), e.g. a WADO-RS study/series URL; NULL or empty: absent */
+    const cdcm_kos_instance *instances;  /* at least one */
+    size_t instance_count;
+} cdcm_kos_series;
+
+/**
+ * An IHE XDS-I.b Imaging Manifest: a Key Object Selection Document (PS3.3 A.35.4, TID 2010,
+ * title (113030, DCM, "Manifest")) referencing instances of one study. Strings are in the
+ * character set named by `specific_character_set` (NULL or empty: "ISO_IR 192", UTF-8); NULL
+ * stands for empty. Dates are DA (YYYYMMDD), times TM (HHMMSS[.F]).
+ */
+typedef struct cdcm_kos_request {
+    /* the manifest itself */
+    const char *sop_instance_uid;        /* required */
+    const char *series_instance_uid;     /* required */
+    int32_t series_number;
+    int32_t instance_number;
+    const char *content_date;
+    const char *content_time;
+    const char *manufacturer;
+    const char *institution_name;        /* optional */
+    const char *specific_character_set;
+    /* patient */
+    const char *patient_name;
+    const char *patient_id;
+    const char *issuer_of_patient_id;
+    const char *patient_birth_date;
+    const char *patient_sex;
+    /* study */
+    const char *study_instance_uid;      /* required */
+    const char *study_date;
+    const char *study_time;
+    const char *referring_physician_name;
+    const char *study_id;
+    const char *accession_number;
+    const char *study_description;
+    /* what it references: one content item and one evidence entry per instance */
+    const cdcm_kos_series *series;       /* at least one */
+    size_t series_count;
+} cdcm_kos_request;
+
+/** Receives encoded bytes, in order, possibly in several calls; `bytes` is valid for the call only. */
+typedef void (*cdcm_bytes_sink)(void *context, const void *bytes, size_t length);
+
+/**
+ * Builds the manifest with dcmsr and hands its dataset to `sink`, encoded in Explicit VR Little
+ * Endian with explicit lengths, without preamble or File Meta group (the caller writes its own).
+ * Instance Creation Date/Time are left out: the same request gives the same bytes. Each instance
+ * is referenced by an IMAGE, WAVEFORM or COMPOSITE content item (CONTAINS) after its SOP class,
+ * and listed in the Current Requested Procedure Evidence Sequence with its series' retrieve
+ * attributes. Returns 0 on success; non-zero with `err` filled (nothing, or part of the dataset,
+ * may have reached `sink`: discard it).
+ */
+int cdcm_kos_encode_manifest(const cdcm_kos_request *request, cdcm_bytes_sink sink, void *context, cdcm_error *err);
+
 #ifdef __cplusplus
 }
 #endif
 
 #endif /* CDCMTK_H */
+#include "CDcmtkEvidence.h"

@@ -3,7 +3,7 @@ import Bridge
 import Foundation
 
 @main
-struct DicomBridge: ParsableCommand {
+struct DicomBridge: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dicom-bridge",
         abstract: "A DICOM imaging exchange bridge: receive, store, anchor and share studies.",
@@ -12,7 +12,7 @@ struct DicomBridge: ParsableCommand {
             Settings come from DIR/config.json, then DICOM_BRIDGE_* environment variables, then flags.
             """,
         version: "0.1.0",
-        subcommands: [Init.self, Serve.self, Status.self, AE.self, Echo.self, Store.self, Find.self, Move.self, Get.self, LedgerCommand.self, VerifyStore.self]
+        subcommands: [Init.self, Serve.self, Status.self, AE.self, Echo.self, Store.self, Find.self, Move.self, Get.self, LedgerCommand.self, VerifyStore.self, PKICommand.self, PeerCommand.self, ManifestCommand.self, Fetch.self]
     )
 }
 

@@ -14,6 +14,11 @@ Fixtures:
     module_bridge_factory   the same, shared by a module's tests
     orthanc_factory     make(modalities={name: [AE, host, port]}) -> harness.Orthanc, started
     storescp_factory    make(ae_title=...) -> harness.StoreSCP (bit-preserving, +xa), started
+    pki_factory         make(name) -> harness.PKI: a CA made with `dicom-bridge pki init-ca`
+    node_factory        make(node_name, ae_title=..., pki=...) -> harness.Bridge initialised as an
+                        exchange node (certificate from pki (default: one shared CA), peer port,
+                        public URL https://127.0.0.1:<peer port>), NOT started: add peers, then
+                        node.start(); stopped at teardown like bridge_factory's
     small_files         the committed testdata/*.dcm with their testdata/small.json entries
     corpus_factory      make(**generate.py options) -> (folder, manifest), cached per session
 """
@@ -157,6 +162,45 @@ def module_bridge_factory(request, bridge_bin, netns, tmp_path_factory):
     failed_before = request.session.testsfailed
     yield factory
     problems = factory.close(request.session.testsfailed > failed_before)
+    assert not problems, "; ".join(problems)
+
+
+@pytest.fixture
+def pki_factory(bridge_bin, tmp_path):
+    made = {}
+
+    def make(name="consortium"):
+        if name not in made:
+            made[name] = harness.PKI(bridge_bin, os.path.join(str(tmp_path), "pki-" + name))
+        return made[name]
+
+    return make
+
+
+class _NodeFactory(_BridgeFactory):
+    def __init__(self, basedir, binary, pki_factory):
+        super().__init__(basedir, binary)
+        self.pki_factory = pki_factory
+
+    def __call__(self, node_name, ae_title=None, pki=None, known_aes=DEFAULT_KNOWN_AES + ("FINDSCU", "MOVESCU"),
+                 init_args=()):
+        pki = pki or self.pki_factory()
+        cert, key = pki.issue(node_name)
+        home = self.next_dir("node-%s-" % node_name)
+        b = harness.Bridge(self.binary, home, harness.free_port(),
+                           ae_title=ae_title or node_name.upper().replace("-", "_")[:16])
+        self.servers.append(b)
+        b.init_node(node_name, cert, key, pki.ca_crt, *init_args)
+        for ae in known_aes:
+            b.add_ae(ae, host="127.0.0.1")
+        return b
+
+
+@pytest.fixture
+def node_factory(request, bridge_bin, netns, tmp_path, pki_factory):
+    factory = _NodeFactory(tmp_path, bridge_bin, pki_factory)
+    yield factory
+    problems = factory.close(_test_failed(request))
     assert not problems, "; ".join(problems)
 
 

@@ -195,6 +195,9 @@ class Bridge(ManagedProcess):
         self.ae_title = ae_title
         self.host = "127.0.0.1"
         self.http_port = free_port()  # the ledger's HTTP endpoints
+        self.peer_port = free_port()  # the peer API (mutual TLS), when the node has a certificate
+        self.node_name = None  # set by init_node
+        self.tls_cert = self.tls_key = self.ca_crt = None
 
     # -- the CLI -----------------------------------------------------------------------------
     def cli(self, *args, check=True, timeout=COMMAND_TIMEOUT, home=True):
@@ -204,7 +207,90 @@ class Bridge(ManagedProcess):
         return run(cmd, timeout=timeout, check=check)
 
     def init(self, *extra):
+        # A study's manifest is published (and stored in the study) only when a test asks for it:
+        # a day without new instances unless the caller gives its own --study-complete-seconds.
+        if not any(str(e).startswith("--study-complete-seconds") for e in extra):
+            extra = extra + ("--study-complete-seconds", 86400)
         return self.cli("init", "--ae-title", self.ae_title, "--port", self.port, "--http-port", self.http_port, *extra)
+
+    # -- exchange with peer bridges (issue 5) --------------------------------------------------
+    @property
+    def public_url(self):
+        return "https://127.0.0.1:%d" % self.peer_port
+
+    def init_node(self, node_name, tls_cert, tls_key, ca_crt=None, *extra):
+        """init with an identity for the peer API: node name (= the certificate's CN), peer port,
+        certificate and key, public URL https://127.0.0.1:<peer_port>."""
+        self.node_name, self.tls_cert, self.tls_key, self.ca_crt = node_name, tls_cert, tls_key, ca_crt
+        return self.init("--node-name", node_name, "--peer-port", self.peer_port, "--tls-cert", tls_cert,
+                         "--tls-key", tls_key, "--public-url", self.public_url, *extra)
+
+    def ledger_key(self):
+        return self.cli("ledger", "key").stdout.strip()
+
+    def add_peer(self, other, share=None, name=None, url=None, ca=None, verifier_key=None, check=True):
+        """peer add: `other` (a Bridge made with init_node) unless name/url/ca/verifier_key say otherwise."""
+        args = ["peer", "add", name or other.node_name, "--url", url or other.public_url,
+                "--ca", ca or other.ca_crt, "--verifier-key", verifier_key or other.ledger_key()]
+        if share:
+            args += ["--share", share]
+        return self.cli(*args, check=check)
+
+    def peers(self):
+        """{name: row} of `peer list --json`."""
+        return {p["name"]: p for p in json.loads(self.cli("peer", "list", "--json").stdout)}
+
+    def publish_manifest(self, study):
+        """`manifest --study UID --json`: the document entry (dict)."""
+        return json.loads(self.cli("manifest", "--study", study, "--json").stdout)
+
+    def fetch(self, peer, study=None, patient=None, extra=(), timeout=COMMAND_TIMEOUT):
+        """`fetch --json`; returns (CompletedProcess, parsed JSON or None)."""
+        args = ["fetch", "--peer", peer, "--json"]
+        if study:
+            args += ["--study", study]
+        if patient:
+            args += ["--patient", patient]
+        r = self.cli(*(args + list(extra)), check=False, timeout=timeout)
+        try:
+            report = json.loads(r.stdout)
+        except ValueError:
+            report = None
+        return r, report
+
+    def fetch_command(self, peer, study, extra=()):
+        """The command line of a `fetch --json` (to run it in the background)."""
+        return [self.binary, "fetch", "--peer", peer, "--study", study, "--json"] + [str(e) for e in extra] \
+            + ["--home", self.home]
+
+    def checkpoint_size(self):
+        r = self.cli("ledger", "checkpoint", check=False)
+        lines = r.stdout.split("\n")
+        return int(lines[1]) if r.returncode == 0 and len(lines) > 1 and lines[1].isdigit() else -1
+
+    def wait_for_checkpoint(self, size, timeout=20.0):
+        """Wait until the signed checkpoint covers at least `size` entries (needs serve)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.checkpoint_size()
+            if got >= size:
+                return got
+            if time.monotonic() > deadline:
+                raise TimeoutError("%s: checkpoint size %d after %.0f s, want >= %d" % (self.home, got, timeout, size))
+            time.sleep(0.1)
+
+    def ledger_entries(self):
+        return json.loads(self.cli("ledger", "show", "--json", "--count", "1000000").stdout)
+
+    def study_instances(self, study):
+        """Current index rows of a study's instances (with sha256 and path)."""
+        return self.query(
+            "SELECT i.* FROM instance i JOIN series se ON se.id = i.series_ref JOIN study s ON s.id = se.study_ref"
+            " WHERE s.study_instance_uid = ? AND i.is_current = 1", study)
+
+    def study_files(self, study):
+        """{SOP Instance UID: SHA-256 of the stored file, read from the disk} of a study."""
+        return {r["sop_instance_uid"]: sha256_file(self.stored_path(r)) for r in self.study_instances(study)}
 
     def add_ae(self, name, host=None, port=None):
         args = ["ae", "add", name]
@@ -273,6 +359,44 @@ class Bridge(ManagedProcess):
             if n >= count or time.monotonic() > deadline:
                 return n
             time.sleep(0.1)
+
+
+class PKI:
+    """A consortium CA made with `dicom-bridge pki init-ca`, issuing node certificates with
+    `pki issue` (CN = node name; SANs localhost and 127.0.0.1 unless hosts are given)."""
+
+    def __init__(self, binary, folder):
+        self.binary = binary
+        self.folder = str(folder)
+        run([binary, "pki", "init-ca", "--out", self.folder], check=True)
+        self.ca_crt = os.path.join(self.folder, "ca.crt")
+        self.ca_key = os.path.join(self.folder, "ca.key")
+        for f in (self.ca_crt, self.ca_key):
+            assert os.path.isfile(f), "pki init-ca wrote no %s" % f
+
+    def issue(self, name, hosts=()):
+        """(certificate path, key path) of a new node certificate."""
+        out = os.path.join(self.folder, "nodes")
+        cmd = [self.binary, "pki", "issue", "--ca", self.folder, "--name", name, "--out", out]
+        for h in hosts:
+            cmd += ["--host", h]
+        run(cmd, check=True)
+        crt, key = os.path.join(out, name + ".crt"), os.path.join(out, name + ".key")
+        for f in (crt, key):
+            assert os.path.isfile(f), "pki issue wrote no %s" % f
+        return crt, key
+
+
+def curl_peer(url, ca=None, cert=None, key=None, timeout=20):
+    """curl an HTTPS URL of a peer API: (exit code, HTTP status or 0, body, stderr)."""
+    cmd = ["curl", "-sS", "--max-time", str(timeout), "-o", "-", "-w", "\n%{http_code}"]
+    if ca:
+        cmd += ["--cacert", ca]
+    if cert:
+        cmd += ["--cert", cert, "--key", key]
+    r = run(cmd + [url], timeout=timeout + 10)
+    body, _, code = r.stdout.rpartition("\n")
+    return r.returncode, int(code) if code.strip().isdigit() else 0, body, r.stderr
 
 
 class StoreSCP(ManagedProcess):
