@@ -103,7 +103,7 @@ public enum XDSVocabulary {
     public static let formatCodeScheme = "urn:uuid:a09d5840-386c-46f2-b5ad-9c3699a4309d"
     public static let healthcareFacilityTypeCodeScheme = "urn:uuid:f33fb8ac-18af-42cc-ae0e-ed0b0bdb91e1"
     public static let practiceSettingCodeScheme = "urn:uuid:cccf5598-8b07-4b77-a05e-ae952c785ead"
-    public static let typeCodeScheme = "urn:uuid:41a5887f-8865-4c09-adf7-e362475b143a"
+    public static let typeCodeScheme = "urn:uuid:f0306f51-975f-434e-a61c-c59651d33983"
 
     public static let patientIdIdentificationScheme = "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427"
     public static let uniqueIdIdentificationScheme = "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab"
@@ -633,7 +633,7 @@ public enum EbRIM {
             case "<": out += "&lt;"
             case ">": out += "&gt;"
             case "\"": out += "&quot;"
-            case "\u{1}": out += ""
+            case "'": out += "&apos;"
             case "\t": out += "&#9;"
             case "\n": out += "&#10;"
             case "\r": out += "&#13;"
