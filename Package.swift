@@ -73,12 +73,17 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        // Patients' consent: their Ed25519 keys, signed grants and revocations (no bridge needed).
+        .target(
+            name: "Consent",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")]
+        ),
         // Exchange between bridges: study manifests (XDS-I.b KOS), document entries, the peer
         // registry, the peer API over mutual TLS, verified fetch, and witnessing of peers' ledgers.
         .target(
             name: "Exchange",
             dependencies: [
-                "DICOM", "DICOMNetwork", "Archive", "Ledger", "PKI",
+                "DICOM", "DICOMNetwork", "Archive", "Ledger", "PKI", "Consent",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -106,13 +111,14 @@ let package = Package(
         .executableTarget(
             name: "dicom-bridge",
             dependencies: [
-                "Bridge", "DICOM", "DICOMNetwork", "Archive", "Ledger", "Exchange", "PKI",
+                "Bridge", "DICOM", "DICOMNetwork", "Archive", "Ledger", "Exchange", "PKI", "Consent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "DICOMTests", dependencies: ["DICOM"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger"]),
+        .testTarget(name: "ConsentTests", dependencies: ["Consent"]),
         .testTarget(name: "PKITests", dependencies: ["PKI", .product(name: "X509", package: "swift-certificates")]),
         .testTarget(name: "ExchangeTests", dependencies: ["Exchange", "Archive", "Ledger", "DICOM", "DICOMNetwork"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "DICOM", .product(name: "Crypto", package: "swift-crypto"), .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log")]),
