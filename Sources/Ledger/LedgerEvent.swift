@@ -102,12 +102,20 @@ public enum LedgerEvent: Hashable, Sendable {
     case instanceAnchored(InstanceAnchored)
     case manifestPublished(ManifestPublished)
     case receivedFromPeer(ReceivedFromPeer)
+    case patientEnrolled(PatientEnrolled)
+    case consentGranted(ConsentGranted)
+    case consentRevoked(ConsentRevoked)
+    case access(AccessRecorded)
 
     var record: EventRecord {
         switch self {
         case let .instanceAnchored(e): return e.record
         case let .manifestPublished(e): return e.record
         case let .receivedFromPeer(e): return e.record
+        case let .patientEnrolled(e): return e.record
+        case let .consentGranted(e): return e.record
+        case let .consentRevoked(e): return e.record
+        case let .access(e): return e.record
         }
     }
 
@@ -125,6 +133,10 @@ public enum LedgerEvent: Hashable, Sendable {
         case (InstanceAnchored.type, InstanceAnchored.version): event = .instanceAnchored(try InstanceAnchored(record))
         case (ManifestPublished.type, ManifestPublished.version): event = .manifestPublished(try ManifestPublished(record))
         case (ReceivedFromPeer.type, ReceivedFromPeer.version): event = .receivedFromPeer(try ReceivedFromPeer(record))
+        case (PatientEnrolled.type, PatientEnrolled.version): event = .patientEnrolled(try PatientEnrolled(record))
+        case (ConsentGranted.type, ConsentGranted.version): event = .consentGranted(try ConsentGranted(record))
+        case (ConsentRevoked.type, ConsentRevoked.version): event = .consentRevoked(try ConsentRevoked(record))
+        case (AccessRecorded.type, AccessRecorded.version): event = .access(try AccessRecorded(record))
         default: throw LedgerEventError.unknownType(type: record.type, version: record.version)
         }
         // Values are canonical too: no "0524288", no upper-case hex.
@@ -431,6 +443,215 @@ public struct ReceivedFromPeer: Hashable, Sendable {
             sopInstanceUID, studyInstanceUID, seriesInstanceUID, sopClassUID, sha256, String(size), transferSyntaxUID,
             peer, String(peerManifestEntry), Timestamp.rfc3339(millis: receivedMillis),
         ])))
+    }
+
+    public func encode() -> Data { record.encode() }
+}
+
+extension EventField {
+    /// Free text for the ledger: printable ASCII, anything else replaced by "?", outer spaces
+    /// removed, at most 200 characters, "-" when empty.
+    public static func text(_ s: String) -> String {
+        let ascii = String(s.unicodeScalars.map { (0x20...0x7E).contains($0.value) ? Character($0) : "?" }.prefix(200))
+        let trimmed = ascii.trimmingCharacters(in: .whitespaces)
+        return trimmed.isEmpty ? "-" : trimmed
+    }
+
+    static func token(_ key: String, _ v: String) throws -> String {
+        guard EventRecord.isValue(v), !v.contains(" ") else {
+            throw LedgerEventError.invalidField(key: key, value: v, reason: "not a token (printable ASCII, no spaces)")
+        }
+        return v
+    }
+}
+
+/// "patient-enrolled" v1: a patient's Ed25519 key was bound, at this site, to a patient it holds
+/// images of. The patient is named only by a keyed hash of the Patient ID (HMAC with a secret of
+/// the site), the key only by its SHA-256.
+///
+///     dicom-bridge/event/v1 patient-enrolled
+///     patient <64 hex: HMAC-SHA256 of the patient's identity under the site's secret>
+///     patient-key-sha256 <64 hex: SHA-256 of the raw 32-byte public key>
+///     enrolled <RFC 3339 UTC with milliseconds>
+public struct PatientEnrolled: Hashable, Sendable {
+    public static let type = "patient-enrolled"
+    public static let version = 1
+    static let keys = ["patient", "patient-key-sha256", "enrolled"]
+    public let patient: String
+    public let patientKeySHA256: String
+    public let enrolledMillis: Int64
+
+    public init(patient: String, patientKeySHA256: String, enrolledAt: Date) throws {
+        self.patient = try EventField.sha256("patient", patient)
+        self.patientKeySHA256 = try EventField.sha256("patient-key-sha256", patientKeySHA256)
+        enrolledMillis = try EventField.millis("enrolled", enrolledAt)
+    }
+
+    init(_ record: EventRecord) throws {
+        let v = try record.values(Self.keys)
+        try self.init(patient: v[0], patientKeySHA256: v[1],
+                      enrolledAt: Timestamp.date(millis: try EventField.time("enrolled", v[2])))
+    }
+
+    var record: EventRecord {
+        try! EventRecord(type: Self.type, version: Self.version, fields: Array(zip(Self.keys, [
+            patient, patientKeySHA256, Timestamp.rfc3339(millis: enrolledMillis)])))
+    }
+
+    public func encode() -> Data { record.encode() }
+}
+
+/// "consent-granted" v1: a grant signed by an enrolled patient's key was recorded here.
+///
+///     dicom-bridge/event/v1 consent-granted
+///     grant <grant id>
+///     patient <keyed hash, as in patient-enrolled>
+///     grantee <node name>
+///     scope <"all", or "study:" followed by a Study Instance UID>
+///     purpose <HL7 PurposeOfUse code>
+///     expires <RFC 3339 UTC with milliseconds>
+///     document-sha256 <SHA-256 of the signed grant document as submitted>
+///     recorded <RFC 3339 UTC with milliseconds>
+public struct ConsentGranted: Hashable, Sendable {
+    public static let type = "consent-granted"
+    public static let version = 1
+    static let keys = ["grant", "patient", "grantee", "scope", "purpose", "expires", "document-sha256", "recorded"]
+    public let grant: String
+    public let patient: String
+    public let grantee: String
+    public let scope: String
+    public let purpose: String
+    public let expiresMillis: Int64
+    public let documentSHA256: String
+    public let recordedMillis: Int64
+
+    public init(grant: String, patient: String, grantee: String, scope: String, purpose: String, expires: Date,
+                documentSHA256: String, recordedAt: Date) throws {
+        self.grant = try EventField.token("grant", grant)
+        self.patient = try EventField.sha256("patient", patient)
+        self.grantee = try EventField.nodeName("grantee", grantee)
+        guard scope == "all" || (scope.hasPrefix("study:") && (try? EventField.uid("scope", String(scope.dropFirst(6)))) != nil) else {
+            throw LedgerEventError.invalidField(key: "scope", value: scope, reason: "not all or study:<UID>")
+        }
+        self.scope = scope
+        self.purpose = try EventField.token("purpose", purpose)
+        expiresMillis = try EventField.millis("expires", expires)
+        self.documentSHA256 = try EventField.sha256("document-sha256", documentSHA256)
+        recordedMillis = try EventField.millis("recorded", recordedAt)
+    }
+
+    init(_ record: EventRecord) throws {
+        let v = try record.values(Self.keys)
+        try self.init(grant: v[0], patient: v[1], grantee: v[2], scope: v[3], purpose: v[4],
+                      expires: Timestamp.date(millis: try EventField.time("expires", v[5])), documentSHA256: v[6],
+                      recordedAt: Timestamp.date(millis: try EventField.time("recorded", v[7])))
+    }
+
+    var record: EventRecord {
+        try! EventRecord(type: Self.type, version: Self.version, fields: Array(zip(Self.keys, [
+            grant, patient, grantee, scope, purpose, Timestamp.rfc3339(millis: expiresMillis), documentSHA256,
+            Timestamp.rfc3339(millis: recordedMillis)])))
+    }
+
+    public func encode() -> Data { record.encode() }
+}
+
+/// "consent-revoked" v1: a revocation signed by the patient's key ended a grant.
+///
+///     dicom-bridge/event/v1 consent-revoked
+///     revocation <revocation id>
+///     grant <the grant it ends>
+///     patient <keyed hash>
+///     document-sha256 <SHA-256 of the signed revocation document>
+///     recorded <RFC 3339 UTC with milliseconds>
+public struct ConsentRevoked: Hashable, Sendable {
+    public static let type = "consent-revoked"
+    public static let version = 1
+    static let keys = ["revocation", "grant", "patient", "document-sha256", "recorded"]
+    public let revocation: String
+    public let grant: String
+    public let patient: String
+    public let documentSHA256: String
+    public let recordedMillis: Int64
+
+    public init(revocation: String, grant: String, patient: String, documentSHA256: String, recordedAt: Date) throws {
+        self.revocation = try EventField.token("revocation", revocation)
+        self.grant = try EventField.token("grant", grant)
+        self.patient = try EventField.sha256("patient", patient)
+        self.documentSHA256 = try EventField.sha256("document-sha256", documentSHA256)
+        recordedMillis = try EventField.millis("recorded", recordedAt)
+    }
+
+    init(_ record: EventRecord) throws {
+        let v = try record.values(Self.keys)
+        try self.init(revocation: v[0], grant: v[1], patient: v[2], documentSHA256: v[3],
+                      recordedAt: Timestamp.date(millis: try EventField.time("recorded", v[4])))
+    }
+
+    var record: EventRecord {
+        try! EventRecord(type: Self.type, version: Self.version, fields: Array(zip(Self.keys, [
+            revocation, grant, patient, documentSHA256, Timestamp.rfc3339(millis: recordedMillis)])))
+    }
+
+    public func encode() -> Data { record.encode() }
+}
+
+/// "access" v1: a decision on a request for a study's images, allowed or denied: a peer bridge's
+/// request, or a DICOM workstation's retrieval.
+///
+///     dicom-bridge/event/v1 access
+///     requester <"node:" + node name, or "ae:" + calling AE title>
+///     study-instance-uid <UID>
+///     patient <keyed hash of the study's patient>
+///     action <query, retrieve-document, retrieve-instances, c-move, c-get, ...>
+///     outcome <allowed or denied>
+///     reason <printable ASCII text>
+///     grant <the grant relied on, or none>
+///     break-glass <no, or yes>
+///     time <RFC 3339 UTC with milliseconds>
+public struct AccessRecorded: Hashable, Sendable {
+    public static let type = "access"
+    public static let version = 1
+    static let keys = ["requester", "study-instance-uid", "patient", "action", "outcome", "reason", "grant", "break-glass", "time"]
+    public let requester: String
+    public let studyInstanceUID: String
+    public let patient: String
+    public let action: String
+    public let allowed: Bool
+    public let reason: String
+    public let grant: String?
+    public let breakGlass: Bool
+    public let timeMillis: Int64
+
+    public init(requester: String, studyInstanceUID: String, patient: String, action: String, allowed: Bool, reason: String,
+                grant: String?, breakGlass: Bool, time: Date) throws {
+        guard requester.hasPrefix("node:") || requester.hasPrefix("ae:"), EventRecord.isValue(requester) else {
+            throw LedgerEventError.invalidField(key: "requester", value: requester, reason: "not node:<name> or ae:<AE title>")
+        }
+        self.requester = requester
+        self.studyInstanceUID = try EventField.uid("study-instance-uid", studyInstanceUID)
+        self.patient = try EventField.sha256("patient", patient)
+        self.action = try EventField.token("action", action)
+        self.allowed = allowed
+        self.reason = EventField.text(reason)
+        self.grant = try grant.map { try EventField.token("grant", $0) }
+        self.breakGlass = breakGlass
+        timeMillis = try EventField.millis("time", time)
+    }
+
+    init(_ record: EventRecord) throws {
+        let v = try record.values(Self.keys)
+        guard v[4] == "allowed" || v[4] == "denied" else { throw LedgerEventError.invalidField(key: "outcome", value: v[4], reason: "not allowed or denied") }
+        guard v[7] == "yes" || v[7] == "no" else { throw LedgerEventError.invalidField(key: "break-glass", value: v[7], reason: "not yes or no") }
+        try self.init(requester: v[0], studyInstanceUID: v[1], patient: v[2], action: v[3], allowed: v[4] == "allowed",
+                      reason: v[5], grant: v[6] == "none" ? nil : v[6], breakGlass: v[7] == "yes",
+                      time: Timestamp.date(millis: try EventField.time("time", v[8])))
+    }
+
+    var record: EventRecord {
+        try! EventRecord(type: Self.type, version: Self.version, fields: Array(zip(Self.keys, [
+            requester, studyInstanceUID, patient, action, allowed ? "allowed" : "denied", reason, grant ?? "none",
+            breakGlass ? "yes" : "no", Timestamp.rfc3339(millis: timeMillis)])))
     }
 
     public func encode() -> Data { record.encode() }
