@@ -73,7 +73,8 @@ void find_callback(void *data, OFBool cancelled, T_DIMSE_C_FindRQ *, DcmDataset 
         }
         delete response;
         rsp->DimseStatus = st.status;
-        if (st.status != 0 && st.error_comment[0]) {
+        // A final Success may carry a comment too: a federated answer that may be incomplete.
+        if (st.error_comment[0]) {
             *detail = new DcmDataset();
             (*detail)->putAndInsertString(DCM_ErrorComment, st.error_comment);
         }

@@ -33,3 +33,22 @@ extension Archive {
         }
     }
 }
+
+extension Archive {
+    /// Whether the index holds a study.
+    public func hasStudy(_ studyInstanceUID: String) throws -> Bool {
+        try database.read { db in
+            try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM study WHERE study_instance_uid = ?)", arguments: [studyInstanceUID]) ?? false
+        }
+    }
+
+    /// The Patient ID and Issuer of Patient ID of a study held here.
+    public func patient(ofStudy studyInstanceUID: String) throws -> (id: String, issuer: String)? {
+        try database.read { db in
+            try Row.fetchOne(db, sql: """
+                SELECT p.patient_id, p.issuer_of_patient_id FROM study s JOIN patient p ON p.id = s.patient_ref
+                WHERE s.study_instance_uid = ?
+                """, arguments: [studyInstanceUID]).map { ($0["patient_id"], $0["issuer_of_patient_id"]) }
+        }
+    }
+}

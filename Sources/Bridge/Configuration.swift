@@ -50,13 +50,33 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
     public var institutionName: String = ""
     /// XDS codes of the document entries (classCode, typeCode, confidentialityCode, ...).
     public var documentCodes: DocumentEntryCodes = .defaults
+    /// Seconds a federated C-FIND waits for the peers; one that does not answer in time is skipped.
+    public var federationTimeoutSeconds: Double = 5
+    /// Whether a peer may invoke emergency ("break-glass") access here: flagged and audited.
+    public var breakGlass: Bool = false
+    /// Where ATNA audit messages (DICOM PS3.15 A.5) go besides the ledger.
+    public var audit: AuditSettings = AuditSettings()
+
+    public struct AuditSettings: Codable, Sendable, Equatable {
+        /// A file that receives one audit message per line.
+        public var file: String?
+        /// Send each audit message to the local syslog (facility authpriv).
+        public var syslog: Bool = false
+        public init() {}
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            file = try c.decodeIfPresent(String.self, forKey: .file)
+            syslog = try c.decodeIfPresent(Bool.self, forKey: .syslog) ?? false
+        }
+    }
 
     public init() {}
 
     enum CodingKeys: String, CodingKey {
         case aeTitle, port, maxPDU, maxAssociations, acceptAny, dimseTimeoutSeconds, logLevel,
              checkpointIntervalSeconds, nodeName, maxQueryMatches, httpPort, peerPort, tlsCert, tlsKey, publicURL,
-             studyCompleteSeconds, witnessIntervalSeconds, nodeOID, affinityDomainOID, institutionName, documentCodes
+             studyCompleteSeconds, witnessIntervalSeconds, nodeOID, affinityDomainOID, institutionName, documentCodes, breakGlass, audit,
+             federationTimeoutSeconds
     }
 
     public init(from decoder: any Decoder) throws {
@@ -83,6 +103,9 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         affinityDomainOID = try c.decodeIfPresent(String.self, forKey: .affinityDomainOID) ?? d.affinityDomainOID
         institutionName = try c.decodeIfPresent(String.self, forKey: .institutionName) ?? d.institutionName
         documentCodes = try c.decodeIfPresent(DocumentEntryCodes.self, forKey: .documentCodes) ?? d.documentCodes
+        breakGlass = try c.decodeIfPresent(Bool.self, forKey: .breakGlass) ?? d.breakGlass
+        federationTimeoutSeconds = try c.decodeIfPresent(Double.self, forKey: .federationTimeoutSeconds) ?? d.federationTimeoutSeconds
+        audit = try c.decodeIfPresent(AuditSettings.self, forKey: .audit) ?? d.audit
     }
 
     /// What the exchange needs, with defaults filled in.
@@ -143,6 +166,9 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         if let v = env["DICOM_BRIDGE_PUBLIC_URL"] { publicURL = v }
         if let v = env["DICOM_BRIDGE_STUDY_COMPLETE_SECONDS"], let d = Double(v) { studyCompleteSeconds = d }
         if let v = env["DICOM_BRIDGE_WITNESS_INTERVAL"], let d = Double(v) { witnessIntervalSeconds = d }
+        if let v = env["DICOM_BRIDGE_BREAK_GLASS"] { breakGlass = ["1", "true", "yes"].contains(v.lowercased()) }
+        if let v = env["DICOM_BRIDGE_AUDIT_FILE"] { audit.file = v }
+        if let v = env["DICOM_BRIDGE_AUDIT_SYSLOG"] { audit.syslog = ["1", "true", "yes"].contains(v.lowercased()) }
     }
 }
 

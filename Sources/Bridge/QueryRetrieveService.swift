@@ -1,6 +1,7 @@
 import Archive
 import DICOM
 import DICOMNetwork
+import Exchange
 import Foundation
 import Logging
 
@@ -10,11 +11,32 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
     let archive: Archive
     let configuration: BridgeConfiguration
     let logger: Logger
+    /// Peers asked by C-FIND (STUDY level and below) and fetched from by C-MOVE / C-GET of their studies.
+    let federation: FederatedQuery?
+    let fetcher: Fetcher?
+    let auditor: AccessAuditor?
 
-    init(archive: Archive, configuration: BridgeConfiguration, logger: Logger) {
+    init(archive: Archive, configuration: BridgeConfiguration, logger: Logger, federation: FederatedQuery? = nil,
+         fetcher: Fetcher? = nil, auditor: AccessAuditor? = nil) {
         self.archive = archive
         self.configuration = configuration
         self.logger = logger
+        self.federation = federation
+        self.fetcher = fetcher
+        self.auditor = auditor
+    }
+
+    /// Runs async work from an association's thread and waits for it.
+    static func blocking<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
+        let box = LockedValue<T?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            let value = await body()
+            box.withLock { $0 = value }
+            done.signal()
+        }
+        done.wait()
+        return box.withLock { $0! }
     }
 
     /// The calling AE's permissions; nil (with the refusal logged) when it may not do `what`.
@@ -91,6 +113,9 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
         let requested: Set<Tag>
         let sequences: [Tag]
         var matches = 0
+        /// Peers' matches for studies not held here, answered after the local ones (NEARLINE).
+        var remote: [FederatedMatch] = []
+        var unanswered: [String] = []
 
         init(cursor: QueryCursor, service: QueryRetrieveService, info: AssociationInfo, level: QueryLevel,
              requested: Set<Tag>, sequences: [Tag]) {
@@ -105,11 +130,24 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
         func next(into response: Dataset) -> FindStep {
             do {
                 guard let match = try cursor.next() else {
+                    if !remote.isEmpty, !cursor.limitReached {
+                        let m = remote.removeFirst()
+                        for (tag, value) in m.values where requested.contains(tag) { try? response.set(tag, value) }
+                        for tag in sequences { try? response.setEmpty(tag) }
+                        // A C-MOVE or C-GET of it goes through us: we fetch it from the peer first.
+                        if requested.contains(.retrieveAETitle) { try? response.set(.retrieveAETitle, service.configuration.aeTitle) }
+                        if requested.contains(.instanceAvailability) { try? response.set(.instanceAvailability, "NEARLINE") }
+                        matches += 1
+                        return .match(cursor.pendingStatus)
+                    }
                     if cursor.limitReached {
                         service.logger.warning("C-FIND stopped at the configured maximum number of matches",
                                                metadata: ["association": "\(info)", "matches": "\(matches)",
                                                           "max-query-matches": "\(service.configuration.maxQueryMatches)"])
                         return .done(StatusReply(.outOfResources, "too many matches: narrow the query"))
+                    }
+                    if !unanswered.isEmpty {
+                        return .done(StatusReply(.success, String("may be incomplete: no answer from \(unanswered.joined(separator: ","))".prefix(64))))
                     }
                     return .done(.success)
                 }
@@ -139,8 +177,22 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
             let (model, level, keys) = try Self.request(from: identifier, sopClassUID: sopClassUID)
             let limit = configuration.maxQueryMatches > 0 ? configuration.maxQueryMatches : nil
             let cursor = try archive.find(QueryRequest(model: model, level: level, keys: keys), maxMatches: limit)
-            return .success(Find(cursor: cursor, service: self, info: info, level: level, requested: Set(keys.map(\.tag)),
-                                 sequences: sequences))
+            let find = Find(cursor: cursor, service: self, info: info, level: level, requested: Set(keys.map(\.tag)),
+                            sequences: sequences)
+            if let federation, level != .patient {
+                let (matches, unanswered) = Self.blocking { await federation.find(level: level, keys: keys) }
+                // A study held here is answered once, as local.
+                let local = try Set(matches.compactMap(\.studyInstanceUID).filter { try archive.hasStudy($0) })
+                var seen = Set<String>()
+                find.remote = matches.filter { m in
+                    guard let study = m.studyInstanceUID, !local.contains(study) else { return false }
+                    // The same study from two peers: once.
+                    let key = study + "|" + m.values.map(\.value).joined(separator: "|")
+                    return seen.insert(key).inserted
+                }
+                find.unanswered = unanswered
+            }
+            return .success(find)
         } catch {
             return .failure(refusal("C-FIND", info, error))
         }
@@ -180,6 +232,27 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
         }
     }
 
+    /// Fetches a remote study from the peer that offers it; nil when it is now held here, else the
+    /// status that refuses the retrieval.
+    func fetchRemote(_ study: String, federation: FederatedQuery, fetcher: Fetcher, info: AssociationInfo) -> StatusReply? {
+        let logger = self.logger
+        let outcome: String? = Self.blocking {
+            guard let peer = await federation.source(of: study) else { return "no peer offers this study" }
+            logger.notice("retrieval of a remote study: fetching it from the peer first",
+                          metadata: ["association": "\(info)", "peer": "\(peer)", "study-instance-uid": "\(study)"])
+            do {
+                _ = try await fetcher.fetch(FetchRequest(peer: peer, studyInstanceUID: study))
+                return nil
+            } catch {
+                return "\(error)"
+            }
+        }
+        guard let outcome else { return nil }
+        logger.warning("retrieval of a remote study failed", metadata: ["association": "\(info)", "study-instance-uid": "\(study)",
+                                                                       "reason": "\(outcome)"])
+        return StatusReply(DIMSEStatus(0xA702), "remote study unavailable")
+    }
+
     func retrieveBegin(_ info: AssociationInfo, sopClassUID: String, identifier: Dataset,
                        moveDestination: String?) -> Result<Retrieval, StatusReply> {
         let operation = moveDestination == nil ? "C-GET" : "C-MOVE"
@@ -202,7 +275,26 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
         }
         do {
             let (model, level, keys) = try Self.request(from: identifier, sopClassUID: sopClassUID)
-            let items = try archive.retrieveItems(model: model, level: level, keys: keys)
+            var items = try archive.retrieveItems(model: model, level: level, keys: keys)
+            let study = keys.first(where: { $0.tag == .studyInstanceUID })?.value ?? ""
+            if items.isEmpty, level != .patient, UID.isValid(study), let federation, let fetcher {
+                // A study a peer holds (answered NEARLINE by C-FIND): fetch it, verified, then deliver.
+                if let failure = fetchRemote(study, federation: federation, fetcher: fetcher, info: info) {
+                    return .failure(failure)
+                }
+                items = try archive.retrieveItems(model: model, level: level, keys: keys)
+            }
+            if let auditor {
+                for uid in Set(items.map(\.studyInstanceUID)) {
+                    let patient = try archive.patient(ofStudy: uid)
+                    auditor.record(AuditRecord(
+                        time: Date(), requester: .ae(info.callingAETitle, host: info.peerHost), auditSource: configuration.nodeName,
+                        studyInstanceUID: uid, patientID: patient?.id ?? "", issuerOfPatientID: patient?.issuer ?? "",
+                        action: moveDestination == nil ? "c-get" : "c-move", allowed: true,
+                        reason: moveDestination.map { "workstation retrieval to \($0)" } ?? "workstation retrieval", grant: nil,
+                        breakGlass: false))
+                }
+            }
             let files = items.map { RetrieveFile(path: $0.path, sopClassUID: $0.sopClassUID, sopInstanceUID: $0.sopInstanceUID,
                                                  transferSyntaxUID: $0.transferSyntaxUID) }
             var meta: Logger.Metadata = ["association": "\(info)", "level": "\(level.rawValue)", "instances": "\(files.count)"]

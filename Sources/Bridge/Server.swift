@@ -12,6 +12,7 @@ public final class BridgeServer: @unchecked Sendable {
     public let configuration: BridgeConfiguration
     let logger: Logger
     public let archive: Archive
+    let auditor: AccessAuditor
     private var scp: SCP?
     private var services: [any BackgroundService] = []
 
@@ -31,6 +32,7 @@ public final class BridgeServer: @unchecked Sendable {
         LedgerService.registered
         ExchangeSchema.registered
         archive = try Archive(home: home.url, logger: logger)
+        auditor = AccessAuditor(archive: archive, logger: logger, atna: BridgeServer.atnaSink(configuration, logger))
         let ledger = try LedgerService(home: home, configuration: configuration, archive: archive, logger: logger)
         if ProcessInfo.processInfo.environment["DICOM_BRIDGE_BENCHMARK_NO_ANCHORING"] == "1" {
             // Only for measuring what anchoring costs (Benchmarks/): never in production.
@@ -53,7 +55,8 @@ public final class BridgeServer: @unchecked Sendable {
                 throw ConfigurationError("the TLS certificate \(cert) is for '\(cn)', but this node is '\(configuration.nodeName)' (nodeName): peers identify a node by both")
             }
             let server = PeerServer(archive: archive, settings: settings, identity: identity, port: configuration.peerPort,
-                                    policy: ConfiguredSharingPolicy(), verifierKey: ledger.signer.verifierKey, logger: logger)
+                                    policy: ConsentPolicy(consents: ConsentStore(archive: archive), breakGlassEnabled: configuration.breakGlass),
+                                    verifierKey: ledger.signer.verifierKey, auditor: auditor, logger: logger)
             let witness = Witness(archive: archive, identity: identity,
                                   cosigner: try CosignatureSigner(privateKey: ledger.signer.privateKey),
                                   interval: configuration.witnessIntervalSeconds, logger: logger,
@@ -62,6 +65,13 @@ public final class BridgeServer: @unchecked Sendable {
         } else {
             logger.notice("no TLS identity configured (tlsCert, tlsKey): the peer API is not served")
         }
+    }
+
+    /// The site's ATNA audit log (file and/or syslog), if configured.
+    static func atnaSink(_ configuration: BridgeConfiguration, _ logger: Logger) -> (@Sendable (AuditRecord) -> Void)? {
+        guard configuration.audit.file != nil || configuration.audit.syslog else { return nil }
+        let log = AuditLog(file: configuration.audit.file, syslog: configuration.audit.syslog, logger: logger)
+        return { log.write($0) }
     }
 
     /// Binds the port and starts serving. Logs one line saying it listens once it accepts associations.
@@ -79,7 +89,15 @@ public final class BridgeServer: @unchecked Sendable {
         let service = ReceiveService(archive: archive, configuration: configuration, logger: logger)
         let scp: SCP
         do {
-            let qr = QueryRetrieveService(archive: archive, configuration: configuration, logger: logger)
+            var federation: FederatedQuery?
+            var fetcher: Fetcher?
+            if let cert = configuration.tlsCert, let key = configuration.tlsKey {
+                let identity = TLSIdentity(certificatePath: cert, keyPath: key)
+                federation = FederatedQuery(archive: archive, identity: identity, timeout: configuration.federationTimeoutSeconds, logger: logger)
+                fetcher = Fetcher(archive: archive, home: home.url, identity: identity, logger: logger)
+            }
+            let qr = QueryRetrieveService(archive: archive, configuration: configuration, logger: logger, federation: federation,
+                                          fetcher: fetcher, auditor: auditor)
             scp = try SCP(configuration: scpConfig, delegate: service, queryRetrieve: qr)
         } catch {
             throw ConfigurationError("cannot listen on port \(configuration.port): \(error)")

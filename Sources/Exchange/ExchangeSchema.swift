@@ -72,5 +72,36 @@ public enum ExchangeSchema {
                 );
                 """)
         }
+        migrator.registerMigration("v5-consent") { db in
+            try db.execute(sql: """
+                -- The site's secret for keyed hashes of patient IDs (what ledgers and lists show).
+                CREATE TABLE site_secret (id INTEGER PRIMARY KEY CHECK (id = 1), secret BLOB NOT NULL);
+                INSERT INTO site_secret (id, secret) VALUES (1, randomblob(32));
+                -- Patients' keys, by keyed hash of the Patient ID.
+                CREATE TABLE patient_key (
+                    patient_hash TEXT PRIMARY KEY,
+                    public_key TEXT NOT NULL,
+                    key_sha256 TEXT NOT NULL,
+                    enrolled_at TEXT NOT NULL,
+                    ledger_index INTEGER NOT NULL
+                );
+                -- Grants recorded here (the signed document kept as submitted), and their revocation.
+                CREATE TABLE consent_grant (
+                    id TEXT PRIMARY KEY,
+                    patient_hash TEXT NOT NULL,
+                    grantee TEXT NOT NULL,
+                    study TEXT,
+                    purpose TEXT NOT NULL,
+                    expires_at TEXT NOT NULL,
+                    issued_at TEXT NOT NULL,
+                    document TEXT NOT NULL,
+                    revoked_by TEXT,
+                    revoked_at TEXT,
+                    recorded_at TEXT NOT NULL,
+                    ledger_index INTEGER NOT NULL
+                );
+                CREATE INDEX consent_grant_lookup ON consent_grant(patient_hash, grantee, expires_at);
+                """)
+        }
     }
 }

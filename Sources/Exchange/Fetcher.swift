@@ -14,6 +14,9 @@ public struct FetchRequest: Sendable {
     public var issuerOfPatientID: String?
     /// Instances downloaded at once.
     public var concurrency: Int = 8
+    /// Emergency access: the stated reason, sent to the source, honoured only where its
+    /// configuration enables break-glass, and audited there.
+    public var breakGlassReason: String?
 
     public init(peer: String, studyInstanceUID: String? = nil, patientID: String? = nil, issuerOfPatientID: String? = nil) {
         self.peer = peer
@@ -85,6 +88,10 @@ public final class Fetcher: @unchecked Sendable {
             throw ExchangeError("no peer named \(request.peer) (see `dicom-bridge peer list`)")
         }
         let client = try PeerClient(peer: peer, identity: identity, connections: request.concurrency)
+        if let reason = request.breakGlassReason {
+            let ascii = String(reason.unicodeScalars.map { (0x20...0x7E).contains($0.value) ? Character($0) : "?" }.prefix(200))
+            client.extraHeaders.append((PeerServer.breakGlassHeader.rawName, ascii))
+        }
         do {
             let report = try await fetch(request, client: client, registry: registry)
             await client.shutdown()

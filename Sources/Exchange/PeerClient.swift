@@ -12,6 +12,8 @@ public final class PeerClient: @unchecked Sendable {
     public let peer: Peer
     let client: HTTPClient
     let base: String
+    /// Sent with every request (the break-glass header of a fetch).
+    public var extraHeaders: [(String, String)] = []
 
     public init(peer: Peer, identity: TLSIdentity, connections: Int = 8) throws {
         self.peer = peer
@@ -83,6 +85,7 @@ public final class PeerClient: @unchecked Sendable {
         var request = HTTPClientRequest(url: base + path)
         request.method = method
         if let accept { request.headers.add(name: "Accept", value: accept) }
+        for (name, value) in extraHeaders { request.headers.add(name: name, value: value) }
         return try await execute(request, path)
     }
 

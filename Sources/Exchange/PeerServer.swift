@@ -1,6 +1,8 @@
 import Archive
+import DICOM
 import Foundation
 import GRDB
+import HTTPTypes
 import Hummingbird
 import HummingbirdTLS
 import Ledger
@@ -99,6 +101,7 @@ public final class PeerServer: @unchecked Sendable {
     let logger: Logger
     let registry: PeerRegistry
     let documents: DocumentEntries
+    let auditor: AccessAuditor
     private var task: Task<Void, Never>?
     private var group: ServiceGroup?
     private let done = DispatchSemaphore(value: 0)
@@ -106,7 +109,8 @@ public final class PeerServer: @unchecked Sendable {
     public private(set) var trustedCAs: [[UInt8]] = []
 
     public init(archive: Archive, settings: ExchangeSettings, identity: TLSIdentity, port: Int, policy: any AccessPolicy,
-                verifierKey: String, logger: Logger) {
+                verifierKey: String, auditor: AccessAuditor, logger: Logger) {
+        self.auditor = auditor
         self.archive = archive
         self.settings = settings
         self.identity = identity
@@ -144,8 +148,8 @@ public final class PeerServer: @unchecked Sendable {
         return peer
     }
 
-    /// The policy's decision for one study, logged (issue 6 adds the ledger audit).
-    func decide(_ peer: Peer, study: String, action: String) throws -> AccessDecision {
+    /// The policy's decision for one study, at this moment, audited (ledger, ATNA log, log line).
+    func decide(_ peer: Peer, study: String, action: String, request: Request) throws -> AccessDecision {
         let row = try archive.database.read { db in
             try Row.fetchOne(db, sql: """
                 SELECT p.patient_id, p.issuer_of_patient_id FROM study s JOIN patient p ON p.id = s.patient_ref
@@ -153,13 +157,20 @@ public final class PeerServer: @unchecked Sendable {
                 """, arguments: [study])
         }
         guard let row else { return .deny("no such study") }
+        let breakGlass = request.headers[Self.breakGlassHeader].map { String($0.prefix(200)) }
+        let now = Date()
         let decision = try policy.decide(StudyAccessRequest(peer: peer, studyInstanceUID: study, patientID: row["patient_id"],
-                                                            issuerOfPatientID: row["issuer_of_patient_id"], action: action))
-        let meta: Logger.Metadata = ["peer": "\(peer.name)", "study-instance-uid": "\(study)", "action": "\(action)",
-                                     "reason": "\(decision.reason)"]
-        if decision.allowed { logger.info("peer access allowed", metadata: meta) } else { logger.warning("peer access denied", metadata: meta) }
+                                                            issuerOfPatientID: row["issuer_of_patient_id"], action: action,
+                                                            breakGlassReason: breakGlass, time: now))
+        auditor.record(AuditRecord(time: now, requester: .node(peer.name), auditSource: settings.nodeName, studyInstanceUID: study,
+                                   patientID: row["patient_id"], issuerOfPatientID: row["issuer_of_patient_id"], action: action,
+                                   allowed: decision.allowed, reason: decision.reason, grant: decision.grant,
+                                   breakGlass: decision.breakGlass))
         return decision
     }
+
+    /// The header a fetch sends to invoke break-glass, with the stated reason (ASCII).
+    public static let breakGlassHeader = HTTPField.Name("X-Dicom-Bridge-Break-Glass")!
 
     func router() -> Router<PeerRequestContext> {
         let router = Router(context: PeerRequestContext.self)
@@ -180,7 +191,7 @@ public final class PeerServer: @unchecked Sendable {
             }
             var entries: [DocumentEntry] = []
             for study in studies {
-                let decision = try decide(peer, study: study, action: "query")
+                let decision = try decide(peer, study: study, action: "query", request: request)
                 if decision.allowed {
                     entries += try documents.entries(study: study, includeReplaced: q.get("status") == "all")
                 } else if q.get("studyInstanceUID") != nil, try documents.hasManifest(study: study) {
@@ -194,10 +205,10 @@ public final class PeerServer: @unchecked Sendable {
             }
             return try Self.jsonEntries(entries)
         }
-        router.get("/documents/:uid") { [self] _, context -> Response in
+        router.get("/documents/:uid") { [self] request, context -> Response in
             let peer = try await self.peer(of: context)
             let (manifest, path) = try manifestFile(context)
-            guard try decide(peer, study: manifest.studyInstanceUID, action: "retrieve-document").allowed else {
+            guard try decide(peer, study: manifest.studyInstanceUID, action: "retrieve-document", request: request).allowed else {
                 throw HTTPError(.forbidden, message: "access denied by the source's policy")
             }
             return try fileResponse(path, contentType: "application/dicom")
@@ -205,7 +216,7 @@ public final class PeerServer: @unchecked Sendable {
         router.get("/documents/:uid/entry") { [self] request, context -> Response in
             let peer = try await self.peer(of: context)
             let (manifest, _) = try manifestFile(context)
-            guard try decide(peer, study: manifest.studyInstanceUID, action: "query").allowed else {
+            guard try decide(peer, study: manifest.studyInstanceUID, action: "query", request: request).allowed else {
                 throw HTTPError(.forbidden, message: "access denied by the source's policy")
             }
             let entry = try documents.entry(manifest)
@@ -215,10 +226,10 @@ public final class PeerServer: @unchecked Sendable {
             }
             return try LedgerRoutes.json(entry)
         }
-        router.get("/documents/:uid/instances") { [self] _, context -> Response in
+        router.get("/documents/:uid/instances") { [self] request, context -> Response in
             let peer = try await self.peer(of: context)
             let (manifest, _) = try manifestFile(context)
-            guard try decide(peer, study: manifest.studyInstanceUID, action: "query").allowed else {
+            guard try decide(peer, study: manifest.studyInstanceUID, action: "query", request: request).allowed else {
                 throw HTTPError(.forbidden, message: "access denied by the source's policy")
             }
             return try LedgerRoutes.json(try ManifestPublisher(archive: archive, settings: settings, logger: logger)
@@ -232,6 +243,44 @@ public final class PeerServer: @unchecked Sendable {
         }
         router.get("/studies/:study/series/:series/instances/:sop") { [self] request, context in
             try await wado(request, context, series: context.parameters.get("series"), sop: context.parameters.get("sop"))
+        }
+        // Federated C-FIND: the studies (series, instances) matching an identifier that the policy
+        // lets this peer see; studies it may not see are left out (and audited as denied).
+        router.post("/federation/find") { [self] request, context -> Response in
+            let peer = try await self.peer(of: context)
+            let body = try await request.body.collect(upTo: 1 << 20)
+            let find: FederatedFindRequest
+            do { find = try JSONDecoder().decode(FederatedFindRequest.self, from: Data(buffer: body)) } catch {
+                return LedgerRoutes.text("not a federated find request\n", status: .badRequest)
+            }
+            guard let level = QueryLevel(rawValue: find.level), level != .patient else {
+                return LedgerRoutes.text("level must be STUDY, SERIES or IMAGE\n", status: .badRequest)
+            }
+            let cursor = try archive.find(QueryRequest(model: .studyRoot, level: level, keys: find.queryKeys), maxMatches: 10_000)
+            var matches: [[String: String]] = []
+            var decided: [String: Bool] = [:]
+            while let match = try cursor.next() {
+                guard let study = match[.studyInstanceUID] else { continue }
+                if decided[study] == nil {
+                    // Only studies with a published manifest can be fetched: the others are not offered.
+                    decided[study] = try documents.hasManifest(study: study)
+                        && decide(peer, study: study, action: "query", request: request).allowed
+                }
+                guard decided[study] == true else { continue }
+                var m: [String: String] = [:]
+                for (tag, value) in match.values { m[String(format: "%08X", tag.rawValue)] = value }
+                matches.append(m)
+            }
+            return try LedgerRoutes.json(FederatedFindResponse(peer: settings.nodeName, matches: matches))
+        }
+        // The access events this node recorded about a patient (for `audit --patient` at another
+        // site of the consortium), only to a configured peer.
+        router.get("/audit/access") { [self] request, context -> Response in
+            _ = try await self.peer(of: context)
+            guard let pid = request.uri.queryParameters.get("patientId") else {
+                return LedgerRoutes.text("give patientId\n", status: .badRequest)
+            }
+            return try LedgerRoutes.json(try AccessAuditor.entries(archive: archive, site: settings.nodeName, patientID: String(pid)))
         }
         router.post("/witness/cosignature") { [self] request, context -> Response in
             let peer = try await self.peer(of: context)
@@ -271,7 +320,7 @@ public final class PeerServer: @unchecked Sendable {
     func wado(_ request: Request, _ context: PeerRequestContext, series: String?, sop: String?) async throws -> Response {
         let peer = try await self.peer(of: context)
         guard let study = context.parameters.get("study") else { throw HTTPError(.badRequest) }
-        guard try decide(peer, study: study, action: "retrieve-instances").allowed else {
+        guard try decide(peer, study: study, action: "retrieve-instances", request: request).allowed else {
             throw HTTPError(.forbidden, message: "access denied by the source's policy")
         }
         let version = request.uri.queryParameters.get("sha256")

@@ -12,7 +12,7 @@ struct DicomBridge: AsyncParsableCommand {
             Settings come from DIR/config.json, then DICOM_BRIDGE_* environment variables, then flags.
             """,
         version: "0.1.0",
-        subcommands: [Init.self, Serve.self, Status.self, AE.self, Echo.self, Store.self, Find.self, Move.self, Get.self, LedgerCommand.self, VerifyStore.self, PKICommand.self, PeerCommand.self, ManifestCommand.self, Fetch.self]
+        subcommands: [Init.self, Serve.self, Status.self, AE.self, Echo.self, Store.self, Find.self, Move.self, Get.self, LedgerCommand.self, VerifyStore.self, PKICommand.self, PeerCommand.self, ManifestCommand.self, Fetch.self, ConsentCommand.self, Audit.self]
     )
 }
 

@@ -172,6 +172,8 @@ struct Fetch: AsyncParsableCommand {
     @Option(help: "Issuer of Patient ID, with --patient.") var issuer: String?
     @Option(help: "After storing, send the study by C-STORE to this known AE (see `ae add`).") var forward: String?
     @Option(help: "Instances downloaded at once.") var concurrency: Int = 8
+    @Option(name: .customLong("break-glass"), help: ArgumentHelp("Emergency access, with its reason: honoured only where the source enables it; flagged and audited there.", valueName: "reason"))
+    var breakGlass: String?
     @Flag(help: "Print a JSON report.") var json = false
 
     func validate() throws {
@@ -197,6 +199,7 @@ struct Fetch: AsyncParsableCommand {
         fetcher.progress = { done, total in bar.update(done, total) }
         var request = FetchRequest(peer: peer, studyInstanceUID: study, patientID: patient, issuerOfPatientID: issuer)
         request.concurrency = concurrency
+        request.breakGlassReason = breakGlass
         let report: FetchReport
         do {
             report = try await fetcher.fetch(request)
