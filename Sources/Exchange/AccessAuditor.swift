@@ -81,7 +81,7 @@ extension AccessAuditor {
         try archive.database.read { db in
             let hash = try patientID.map { try ConsentStore.patientHash($0, db) }
             var out: [AccessEntry] = []
-            let rows = try Row.fetchCursor(db, sql: "SELECT leaf_index, entry FROM ledger_entries WHERE entry LIKE 'dicom-bridge/event/v1 access%' ORDER BY leaf_index")
+            let rows = try Row.fetchCursor(db, sql: "SELECT leaf_index, entry FROM ledger_entries WHERE CAST(entry AS TEXT) LIKE 'dicom-bridge/event/v1 access\n%' ESCAPE '!' ORDER BY leaf_index")
             while let row = try rows.next() {
                 guard case .access(let e)? = try? LedgerEvent.decode(row["entry"] as Data) else { continue }
                 if let hash, e.patient != hash { continue }
