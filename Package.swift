@@ -14,6 +14,8 @@ let package = Package(
     products: [
         .executable(name: "dicom-bridge", targets: ["dicom-bridge"]),
         .library(name: "Ledger", targets: ["Ledger"]),
+        .library(name: "Exchange", targets: ["Exchange"]),
+        .library(name: "Consent", targets: ["Consent"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
