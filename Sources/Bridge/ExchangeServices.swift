@@ -10,9 +10,7 @@ final class ManifestService: BackgroundService, @unchecked Sendable {
     let publisher: ManifestPublisher
     let logger: Logger
     let period: Double
-    private let stopping = DispatchSemaphore(value: 0)
-    private let stopped = DispatchSemaphore(value: 0)
-    private var thread: Thread?
+    private let periodic = PeriodicThread()
 
     init(publisher: ManifestPublisher, studyCompleteSeconds: Double, logger: Logger) {
         self.publisher = publisher
@@ -21,31 +19,20 @@ final class ManifestService: BackgroundService, @unchecked Sendable {
     }
 
     func start() {
-        let t = Thread { [self] in
-            while stopping.wait(timeout: .now() + period) == .timedOut {
-                do {
-                    for study in try publisher.studiesDue() {
-                        do { try publisher.publish(study: study) } catch {
-                            logger.error("cannot publish a study's manifest", metadata: ["study-instance-uid": "\(study)", "error": "\(error)"])
-                        }
+        periodic.start(name: "manifests", interval: period) { [self] in
+            do {
+                for study in try publisher.studiesDue() {
+                    do { try publisher.publish(study: study) } catch {
+                        logger.error("cannot publish a study's manifest", metadata: ["study-instance-uid": "\(study)", "error": "\(error)"])
                     }
-                } catch {
-                    logger.error("cannot look for complete studies", metadata: ["error": "\(error)"])
                 }
+            } catch {
+                logger.error("cannot look for complete studies", metadata: ["error": "\(error)"])
             }
-            stopped.signal()
         }
-        t.name = "manifests"
-        thread = t
-        t.start()
     }
 
-    func stop() {
-        guard thread != nil else { return }
-        stopping.signal()
-        stopped.wait()
-        thread = nil
-    }
+    func stop() { periodic.stop() }
 }
 
 /// The peer API over mutual TLS and the witness of the peers' ledgers.

@@ -12,9 +12,7 @@ final class LedgerService: BackgroundService, @unchecked Sendable {
     let origin: String
     let interval: Double
     let logger: Logger
-    private let stopping = DispatchSemaphore(value: 0)
-    private let stopped = DispatchSemaphore(value: 0)
-    private var thread: Thread?
+    private let periodic = PeriodicThread()
 
     /// The ledger's tables live in the index database; register once per process, before any archive opens.
     static let registered: Void = Archive.registerMigrations { LedgerStore.registerMigrations(&$0) }
@@ -72,29 +70,20 @@ final class LedgerService: BackgroundService, @unchecked Sendable {
 
     func start() {
         do { try checkpoint() } catch { logger.critical("cannot sign a ledger checkpoint", metadata: ["error": "\(error)"]) }
-        let t = Thread { [self] in
-            while stopping.wait(timeout: .now() + interval) == .timedOut {
-                do {
-                    if let note = try checkpoint() {
-                        let cp = try? Checkpoint.parse(String(note.prefix(while: { $0 != "\u{2014}" })).trimmingCharacters(in: .newlines) + "\n")
-                        logger.debug("signed a ledger checkpoint", metadata: ["size": "\(cp?.size ?? 0)"])
-                    }
-                } catch {
-                    logger.critical("cannot sign a ledger checkpoint", metadata: ["error": "\(error)"])
+        periodic.start(name: "ledger-checkpoints", interval: interval) { [self] in
+            do {
+                if let note = try checkpoint() {
+                    let cp = try? Checkpoint.parse(String(note.prefix(while: { $0 != "\u{2014}" })).trimmingCharacters(in: .newlines) + "\n")
+                    logger.debug("signed a ledger checkpoint", metadata: ["size": "\(cp?.size ?? 0)"])
                 }
+            } catch {
+                logger.critical("cannot sign a ledger checkpoint", metadata: ["error": "\(error)"])
             }
-            stopped.signal()
         }
-        t.name = "ledger-checkpoints"
-        thread = t
-        t.start()
     }
 
     func stop() {
-        guard thread != nil else { return }
-        stopping.signal()
-        stopped.wait()
-        thread = nil
+        guard periodic.stop() else { return }
         // A last checkpoint, so that a clean stop leaves every entry covered.
         do { try checkpoint() } catch { logger.error("cannot sign the final ledger checkpoint", metadata: ["error": "\(error)"]) }
     }

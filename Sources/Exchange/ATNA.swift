@@ -217,33 +217,8 @@ public enum ATNAMessage {
         return inet_pton(AF_INET, h, &v4) == 1 || inet_pton(AF_INET6, h, &v6) == 1
     }
 
-    /// Escapes text for XML 1.0 element content and double- or single-quoted attribute values.
-    /// Tab, LF and CR become character references (so that attribute normalization keeps them
-    /// and the message stays on one line); characters XML 1.0 does not allow become U+FFFD.
-    static func escape(_ s: String) -> String {
-        var out = ""
-        out.reserveCapacity(s.utf8.count)
-        for u in s.unicodeScalars {
-            switch u {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&apos;"
-            case "\t": out += "&#9;"
-            case "\n": out += "&#10;"
-            case "\r": out += "&#13;"
-            default:
-                let v = u.value
-                if v < 0x20 || v == 0xFFFE || v == 0xFFFF {
-                    out += "\u{FFFD}"
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out
-    }
+    /// XML 1.0 escaping, the same as the document entries' (EbRIM.escape).
+    static func escape(_ s: String) -> String { EbRIM.escape(s) }
 }
 
 /// The site's ATNA audit log: one `ATNAMessage` per access decision, to a file and/or the local
