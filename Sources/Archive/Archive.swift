@@ -117,15 +117,18 @@ public final class Archive: @unchecked Sendable {
 
     /// Stores a whole Part 10 file already written and verified elsewhere in the home (a fetched
     /// instance whose SHA-256 was checked on the way in): syncs it, moves it into tmp/ under its
-    /// staged name and commits it like a received instance. The file is consumed.
+    /// staged name and commits it like a received instance (`synced`: the caller already synced
+    /// the file's data). The file is consumed.
     public func commitVerifiedFile(at path: String, sha256: String, size: Int64, transferSyntaxUID: String,
                                    sourceName: String, origin: InstanceOrigin, attributes: InstanceAttributes,
-                                   afterIndex: AfterIndex? = nil) throws -> StoreOutcome {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw ArchiveError.errno("cannot open \(path)") }
-        let synced = fdatasync(fd) == 0
-        Glibc.close(fd)
-        if !synced { throw ArchiveError.errno("cannot sync \(path)") }
+                                   synced: Bool = false, afterIndex: AfterIndex? = nil) throws -> StoreOutcome {
+        if !synced {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            if fd < 0 { throw ArchiveError.errno("cannot open \(path)") }
+            let ok = fdatasync(fd) == 0
+            Glibc.close(fd)
+            if !ok { throw ArchiveError.errno("cannot sync \(path)") }
+        }
         let staged = tmpDir + "/" + sha256 + "." + UUID().uuidString.lowercased() + ".dcm"
         if rename(path, staged) != 0 { throw ArchiveError.errno("cannot stage \(path)") }
         let instance = StoredInstance(

@@ -41,3 +41,12 @@ public struct ExchangeSettings: Sendable {
         self.institutionName = institutionName
     }
 }
+
+/// Runs blocking work (SQLite through GRDB's synchronous API, file reads) on a Dispatch thread and
+/// awaits it, so that Swift's few cooperative threads never block: a blocked cooperative thread
+/// can keep the task that would release a database reader from ever resuming.
+public func offload<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global(qos: .userInitiated).async { continuation.resume(with: Result { try body() }) }
+    }
+}

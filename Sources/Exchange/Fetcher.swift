@@ -195,14 +195,21 @@ public final class Fetcher: @unchecked Sendable {
         // 4. The instances, verified on the way in; what an earlier attempt verified is kept.
         var todo: [ManifestMember] = []
         var resumed = 0
+        let archive = self.archive
+        let held = try await offload {
+            Set(try archive.database.read { db in
+                try String.fetchAll(db, sql: """
+                    SELECT i.sha256 FROM instance i JOIN series se ON se.id = i.series_ref JOIN study s ON s.id = se.study_ref
+                    WHERE s.study_instance_uid = ?
+                    """, arguments: [study])
+            })
+        }
         for m in members {
             let file = staging.appendingPathComponent(m.sha256 + ".dcm")
-            if FileManager.default.fileExists(atPath: file.path), (try? Self.sha256(of: file.path)) == m.sha256 {
-                resumed += 1
-            } else if try await archive.database.read({ db in
-                try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM instance WHERE sha256 = ?)", arguments: [m.sha256]) ?? false
-            }) {
+            if held.contains(m.sha256) {
                 resumed += 1  // already held here, bit for bit
+            } else if FileManager.default.fileExists(atPath: file.path), (try? Self.sha256(of: file.path)) == m.sha256 {
+                resumed += 1  // verified (and synced) by an interrupted attempt
             } else {
                 todo.append(m)
             }
@@ -271,11 +278,19 @@ public final class Fetcher: @unchecked Sendable {
             unlink(part)
             throw error
         }
-        close(fd)
         let got = Self.hex(hasher.finalize())
         guard got == m.sha256, size == m.size else {
+            close(fd)
             unlink(part)
             throw reject("instance \(m.sopInstanceUID) arrived with SHA-256 \(got) (\(size) bytes), the peer's ledger anchors \(m.sha256) (\(m.size) bytes): altered at the source or on the way")
+        }
+        // Durable before it is named as verified, while other downloads go on: storing then has
+        // no file to sync, and a resumed fetch can trust every <sha256>.dcm it finds.
+        let synced = fdatasync(fd) == 0
+        close(fd)
+        guard synced else {
+            unlink(part)
+            throw ExchangeError("cannot sync \(part): \(String(cString: strerror(errno)))")
         }
         if rename(part, final) != 0 { throw ExchangeError("cannot keep \(final)") }
     }
@@ -290,11 +305,13 @@ public final class Fetcher: @unchecked Sendable {
         let paths = LockedValue<[String]>([])
         let origin = InstanceOrigin.peer(name: peer, manifestEntry: manifestEntry)
         let sourceName = PeerOrigin.prefix + peer
-        DispatchQueue.concurrentPerform(iterations: min(8, items.count)) { worker in
+        // Many commits in flight, so that group commit takes them in few transactions.
+        let workers = min(32, items.count)
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
             var i = worker
             while i < items.count {
                 let item = items[i]
-                i += min(8, items.count)
+                i += workers
                 if !FileManager.default.fileExists(atPath: item.path) {
                     // Held here already (bit for bit): nothing to store.
                     if let p = try? archive.database.read({ db in
@@ -306,7 +323,7 @@ public final class Fetcher: @unchecked Sendable {
                     let (attributes, _) = try AttributeReader.read(path: item.path)
                     let outcome = try archive.commitVerifiedFile(
                         at: item.path, sha256: item.sha, size: item.size, transferSyntaxUID: item.ts, sourceName: sourceName,
-                        origin: origin, attributes: attributes)
+                        origin: origin, attributes: attributes, synced: item.path != kos.0)
                     paths.withLock { $0.append(outcome.instance.path) }
                 } catch {
                     errors.withLock { $0.append("\(URL(fileURLWithPath: item.path).lastPathComponent): \(error)") }

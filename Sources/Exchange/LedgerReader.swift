@@ -58,7 +58,7 @@ public struct LedgerReader: Sendable {
         public var checkpoint: String
     }
 
-    public enum Selector { case index(UInt64), sop(String), sha256(String) }
+    public enum Selector: Sendable { case index(UInt64), sop(String), sha256(String) }
 
     /// An inclusion proof against the latest checkpoint the node has signed.
     public func prove(_ selector: Selector) throws -> InclusionProof {

@@ -32,7 +32,7 @@ public enum LedgerRoutes {
 
     public static func add<Context: RequestContext>(to router: Router<Context>, archive: Archive, verifierKey key: String) {
         router.get("/checkpoint") { _, _ -> Response in
-            guard let note = try await archive.database.read({ try checkpointNote($0) }) else {
+            guard let note = try await offload({ try archive.database.read { try checkpointNote($0) } }) else {
                 return text("no checkpoint signed yet\n", status: .notFound)
             }
             return text(note)
@@ -42,9 +42,11 @@ public enum LedgerRoutes {
             let path = String(request.uri.path.dropFirst())  // "tile/..."
             do {
                 let tile = try TilePath.parse(path)
-                let data = try await archive.database.read { db -> Data in
-                    guard let cp = try LedgerStore.latestCheckpoint(db) else { throw HTTPError(.notFound) }
-                    return try TileServer.content(tile, treeSize: cp.size, db)
+                let data = try await offload {
+                    try archive.database.read { db -> Data in
+                        guard let cp = try LedgerStore.latestCheckpoint(db) else { throw HTTPError(.notFound) }
+                        return try TileServer.content(tile, treeSize: cp.size, db)
+                    }
                 }
                 return Response(status: .ok, headers: [.contentType: "application/octet-stream",
                                                        .cacheControl: path.contains(".p/") ? "no-cache" : "max-age=31536000, immutable"],
@@ -58,7 +60,7 @@ public enum LedgerRoutes {
         // One entry's bytes, for a verifier that holds an inclusion proof for it.
         router.get("/entry/:index") { _, context -> Response in
             guard let i = context.parameters.get("index", as: UInt64.self) else { return text("bad index\n", status: .badRequest) }
-            guard let data = try await archive.database.read({ try LedgerStore.entry(at: i, $0) }) else {
+            guard let data = try await offload({ try archive.database.read { try LedgerStore.entry(at: i, $0) } }) else {
                 return text("no entry \(i)\n", status: .notFound)
             }
             return Response(status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],
@@ -72,21 +74,26 @@ public enum LedgerRoutes {
             else if let s = q.get("sop") { selector = .sop(s) }
             else if let h = q.get("sha256") { selector = .sha256(h) }
             else { return text("give index, sop or sha256\n", status: .badRequest) }
-            var proof: LedgerReader.InclusionProof
-            do { proof = try reader.prove(selector) } catch { return text("\(error)\n", status: .notFound) }
-            // Against a checkpoint the client already holds, when it names one we signed.
-            if let size = q.get("size", as: UInt64.self), size != proof.treeSize {
-                do { proof = try reader.prove(proof.index, size: size) } catch { return text("\(error)\n", status: .notFound) }
+            let size = q.get("size", as: UInt64.self)
+            return try await offload {
+                var proof: LedgerReader.InclusionProof
+                do { proof = try reader.prove(selector) } catch { return text("\(error)\n", status: .notFound) }
+                // Against a checkpoint the client already holds, when it names one we signed.
+                if let size, size != proof.treeSize {
+                    do { proof = try reader.prove(proof.index, size: size) } catch { return text("\(error)\n", status: .notFound) }
+                }
+                return try json(proof)
             }
-            return try json(proof)
         }
         router.get("/proof/consistency") { request, _ -> Response in
             let q = request.uri.queryParameters
             guard let from = q.get("from", as: UInt64.self), let to = q.get("to", as: UInt64.self) else {
                 return text("give from and to\n", status: .badRequest)
             }
-            do { return try json(try LedgerReader(archive: archive, key: key).proveConsistency(from, to)) } catch {
-                return text("\(error)\n", status: .notFound)
+            return try await offload {
+                do { return try json(try LedgerReader(archive: archive, key: key).proveConsistency(from, to)) } catch {
+                    return text("\(error)\n", status: .notFound)
+                }
             }
         }
     }

@@ -141,7 +141,8 @@ public final class PeerServer: @unchecked Sendable {
             throw HTTPError(.forbidden, message: "a client certificate is required")
         }
         let name = try PeerIdentity.commonName(cert)
-        guard let peer = try registry.peer(name) else {
+        let registry = self.registry
+        guard let peer = try await offload({ try registry.peer(name) }) else {
             logger.warning("peer request refused: the certificate names no configured peer", metadata: ["certificate-cn": "\(name)"])
             throw HTTPError(.forbidden, message: "no peer named \(name) is configured here")
         }
@@ -180,6 +181,7 @@ public final class PeerServer: @unchecked Sendable {
 
         router.get("/registry/documents") { [self] request, context -> Response in
             let peer = try await self.peer(of: context)
+            return try await offload { [self] in
             let q = request.uri.queryParameters
             let studies: [String]
             if let study = q.get("studyInstanceUID") {
@@ -204,17 +206,21 @@ public final class PeerServer: @unchecked Sendable {
                                 body: .init(byteBuffer: ByteBuffer(string: EbRIM.adhocQueryResponse(entries))))
             }
             return try Self.jsonEntries(entries)
+            }
         }
         router.get("/documents/:uid") { [self] request, context -> Response in
             let peer = try await self.peer(of: context)
-            let (manifest, path) = try manifestFile(context)
-            guard try decide(peer, study: manifest.studyInstanceUID, action: "retrieve-document", request: request).allowed else {
-                throw HTTPError(.forbidden, message: "access denied by the source's policy")
+            return try await offload { [self] in
+                let (manifest, path) = try manifestFile(context)
+                guard try decide(peer, study: manifest.studyInstanceUID, action: "retrieve-document", request: request).allowed else {
+                    throw HTTPError(.forbidden, message: "access denied by the source's policy")
+                }
+                return try fileResponse(path, contentType: "application/dicom")
             }
-            return try fileResponse(path, contentType: "application/dicom")
         }
         router.get("/documents/:uid/entry") { [self] request, context -> Response in
             let peer = try await self.peer(of: context)
+            return try await offload { [self] in
             let (manifest, _) = try manifestFile(context)
             guard try decide(peer, study: manifest.studyInstanceUID, action: "query", request: request).allowed else {
                 throw HTTPError(.forbidden, message: "access denied by the source's policy")
@@ -225,15 +231,18 @@ public final class PeerServer: @unchecked Sendable {
                                 body: .init(byteBuffer: ByteBuffer(string: EbRIM.adhocQueryResponse([entry]))))
             }
             return try LedgerRoutes.json(entry)
+            }
         }
         router.get("/documents/:uid/instances") { [self] request, context -> Response in
             let peer = try await self.peer(of: context)
-            let (manifest, _) = try manifestFile(context)
-            guard try decide(peer, study: manifest.studyInstanceUID, action: "query", request: request).allowed else {
-                throw HTTPError(.forbidden, message: "access denied by the source's policy")
+            return try await offload { [self] in
+                let (manifest, _) = try manifestFile(context)
+                guard try decide(peer, study: manifest.studyInstanceUID, action: "query", request: request).allowed else {
+                    throw HTTPError(.forbidden, message: "access denied by the source's policy")
+                }
+                return try LedgerRoutes.json(try ManifestPublisher(archive: archive, settings: settings, logger: logger)
+                    .members(of: manifest.sopInstanceUID))
             }
-            return try LedgerRoutes.json(try ManifestPublisher(archive: archive, settings: settings, logger: logger)
-                .members(of: manifest.sopInstanceUID))
         }
         router.get("/studies/:study") { [self] request, context in
             try await wado(request, context, series: nil, sop: nil)
@@ -256,6 +265,7 @@ public final class PeerServer: @unchecked Sendable {
             guard let level = QueryLevel(rawValue: find.level), level != .patient else {
                 return LedgerRoutes.text("level must be STUDY, SERIES or IMAGE\n", status: .badRequest)
             }
+            return try await offload { [self] in
             let cursor = try archive.find(QueryRequest(model: .studyRoot, level: level, keys: find.queryKeys), maxMatches: 10_000)
             var matches: [[String: String]] = []
             var decided: [String: Bool] = [:]
@@ -272,6 +282,7 @@ public final class PeerServer: @unchecked Sendable {
                 matches.append(m)
             }
             return try LedgerRoutes.json(FederatedFindResponse(peer: settings.nodeName, matches: matches))
+            }
         }
         // The access events this node recorded about a patient (for `audit --patient` at another
         // site of the consortium), only to a configured peer.
@@ -280,13 +291,15 @@ public final class PeerServer: @unchecked Sendable {
             guard let pid = request.uri.queryParameters.get("patientId") else {
                 return LedgerRoutes.text("give patientId\n", status: .badRequest)
             }
-            return try LedgerRoutes.json(try AccessAuditor.entries(archive: archive, site: settings.nodeName, patientID: String(pid)))
+            return try await offload { [self] in
+                try LedgerRoutes.json(try AccessAuditor.entries(archive: archive, site: settings.nodeName, patientID: String(pid)))
+            }
         }
         router.post("/witness/cosignature") { [self] request, context -> Response in
             let peer = try await self.peer(of: context)
             let body = try await request.body.collect(upTo: 64 * 1024)
             let line = String(buffer: body)
-            try acceptCosignature(line, from: peer)
+            try await offload { [self] in try acceptCosignature(line, from: peer) }
             return LedgerRoutes.text("ok\n")
         }
         return router
@@ -320,11 +333,13 @@ public final class PeerServer: @unchecked Sendable {
     func wado(_ request: Request, _ context: PeerRequestContext, series: String?, sop: String?) async throws -> Response {
         let peer = try await self.peer(of: context)
         guard let study = context.parameters.get("study") else { throw HTTPError(.badRequest) }
-        guard try decide(peer, study: study, action: "retrieve-instances", request: request).allowed else {
-            throw HTTPError(.forbidden, message: "access denied by the source's policy")
-        }
         let version = request.uri.queryParameters.get("sha256")
-        let paths: [String] = try await archive.database.read { db in
+        let archive = self.archive
+        let paths: [String] = try await offload { [self] in
+            guard try decide(peer, study: study, action: "retrieve-instances", request: request).allowed else {
+                throw HTTPError(.forbidden, message: "access denied by the source's policy")
+            }
+            return try archive.database.read { db in
             var sql = """
                 SELECT i.path FROM instance i JOIN series se ON se.id = i.series_ref JOIN study s ON s.id = se.study_ref
                 WHERE s.study_instance_uid = ?
@@ -335,17 +350,19 @@ public final class PeerServer: @unchecked Sendable {
             if let version { sql += " AND i.sha256 = ?"; args.append(version.lowercased()) } else { sql += " AND i.is_current = 1" }
             sql += " ORDER BY se.series_number + 0, i.instance_number + 0, i.id"
             return try String.fetchAll(db, sql: sql, arguments: StatementArguments(args))
+            }
         }
         guard !paths.isEmpty else { throw HTTPError(.notFound, message: "no such instance") }
         let accept = request.headers[.accept] ?? ""
         if sop != nil, accept.hasPrefix("application/dicom") {
-            return try fileResponse(archive.absolutePath(paths[0]), contentType: "application/dicom")
+            let path = archive.absolutePath(paths[0])
+            return try await offload { [self] in try fileResponse(path, contentType: "application/dicom") }
         }
         let boundary = "dicom-bridge-" + UUID().uuidString.lowercased()
         let files = paths.map { archive.absolutePath($0) }
         let body = ResponseBody { writer in
             for file in files {
-                guard let data = FileManager.default.contents(atPath: file) else { throw HTTPError(.internalServerError) }
+                guard let data = try await offload({ FileManager.default.contents(atPath: file) }) else { throw HTTPError(.internalServerError) }
                 try await writer.write(ByteBuffer(string: "--\(boundary)\r\nContent-Type: application/dicom\r\nContent-Length: \(data.count)\r\n\r\n"))
                 try await writer.write(ByteBuffer(bytes: data))
                 try await writer.write(ByteBuffer(string: "\r\n"))
