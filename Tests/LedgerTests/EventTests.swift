@@ -90,8 +90,8 @@ import Testing
         #expect(throws: LedgerEventError.unknownType(type: "instance-anchored", version: 2)) {
             try LedgerEvent.decode(Data(g.replacingOccurrences(of: "event/v1", with: "event/v2").utf8))
         }
-        #expect(throws: LedgerEventError.unknownType(type: "consent-granted", version: 1)) {
-            try LedgerEvent.decode(Data("dicom-bridge/event/v1 consent-granted\nscope all\n".utf8))
+        #expect(throws: LedgerEventError.unknownType(type: "consent-granted", version: 2)) {
+            try LedgerEvent.decode(Data("dicom-bridge/event/v2 consent-granted\nscope all\n".utf8))
         }
         // The generic form still reads unknown types.
         let record = try EventRecord.parse(Data("dicom-bridge/event/v1 consent-granted\nscope all\n".utf8))
