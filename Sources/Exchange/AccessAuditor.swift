@@ -73,6 +73,23 @@ public struct AccessEntry: Codable, Sendable, Equatable {
     /// The node whose ledger holds it.
     public var site: String
     public var ledgerIndex: UInt64
+
+    enum CodingKeys: String, CodingKey { case time, requester, study, action, outcome, reason, grant, breakGlass, site, ledgerIndex }
+
+    /// `grant` is written as null when there is none (scripts read the key in every event).
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(time, forKey: .time)
+        try c.encode(requester, forKey: .requester)
+        try c.encode(study, forKey: .study)
+        try c.encode(action, forKey: .action)
+        try c.encode(outcome, forKey: .outcome)
+        try c.encode(reason, forKey: .reason)
+        if let grant { try c.encode(grant, forKey: .grant) } else { try c.encodeNil(forKey: .grant) }
+        try c.encode(breakGlass, forKey: .breakGlass)
+        try c.encode(site, forKey: .site)
+        try c.encode(ledgerIndex, forKey: .ledgerIndex)
+    }
 }
 
 extension AccessAuditor {
