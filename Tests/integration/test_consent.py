@@ -552,3 +552,31 @@ def test_break_glass_only_where_enabled(scenario):
     # The refused attempt (break-glass off) was audited too, not as allowed.
     assert events(seen, requester="node:site-b", study=study1, outcome="denied"), seen
     assert not events(seen, study=study2, outcome="allowed"), seen
+
+
+def test_federated_find_skips_a_silent_peer_and_says_so(scenario, tmp_path):
+    """A peer that does not answer is skipped: B still answers with what A shares (the patient is
+    not enrolled, A shares all with B), NEARLINE, and the final response says it may be incomplete."""
+
+    def configure(a, b, c):
+        # A shares everything of patients who enrolled no key with B; C is configured on B but
+        # never started, so it cannot answer.
+        a.cli("peer", "share", b.node_name, "all")
+        write_config(b, federationTimeoutSeconds=2)
+
+    nodes, entry, studies, _ = scenario(seed=611, enroll=False, before_start=configure)
+    a, b, c = nodes
+    c.stop()
+    answers, out = findscu_studies(b, tmp_path, entry["PatientID"])
+    got = sorted(x.get("StudyInstanceUID") for x in answers)
+    assert got == studies, "B's federated C-FIND answered %s, A shares %s\n%s" % (got, studies, out[-3000:])
+    assert all(x.get("InstanceAvailability") == "NEARLINE" for x in answers), answers
+    assert all(x.get("RetrieveAETitle") == b.ae_title for x in answers), answers
+    # The final response's Error Comment (0000,0902): findscu shows it in its debug output.
+    r = harness.run([FINDSCU, "-d", "-S", "-aet", "FINDSCU", "-aec", b.ae_title, "-k", "0008,0052=STUDY",
+                     "-k", "0010,0020=" + entry["PatientID"], "-k", "0020,000D", "127.0.0.1", str(b.port)], timeout=120)
+    debug = r.stdout + r.stderr
+    assert "may be incomplete" in debug and c.node_name in debug, debug[-4000:]
+    # Site policy decided, and A audited it: allowed for node:B under no grant.
+    allowed = [e for e in audit(a) if e["requester"] == "node:" + b.node_name and e["outcome"] == "allowed"]
+    assert allowed and all(e["grant"] is None for e in allowed), allowed
