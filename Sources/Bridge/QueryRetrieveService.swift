@@ -232,6 +232,16 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
         }
     }
 
+    /// A workstation's refused retrieval of a study held here, in the audit trail.
+    func auditRefusal(_ info: AssociationInfo, identifier: Dataset, action: String, reason: String) {
+        guard let auditor, let study = identifier.string(.studyInstanceUID)?.trimmingCharacters(in: .whitespaces),
+              UID.isValid(study), let patient = try? archive.patient(ofStudy: study) else { return }
+        auditor.record(AuditRecord(time: Date(), requester: .ae(info.callingAETitle, host: info.peerHost),
+                                   auditSource: configuration.nodeName, studyInstanceUID: study, patientID: patient.id,
+                                   issuerOfPatientID: patient.issuer, action: action, allowed: false, reason: reason,
+                                   grant: nil, breakGlass: false))
+    }
+
     /// Fetches a remote study from the peer that offers it; nil when it is now held here, else the
     /// status that refuses the retrieval.
     func fetchRemote(_ study: String, federation: FederatedQuery, fetcher: Fetcher, info: AssociationInfo) -> StatusReply? {
@@ -257,6 +267,7 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
                        moveDestination: String?) -> Result<Retrieval, StatusReply> {
         let operation = moveDestination == nil ? "C-GET" : "C-MOVE"
         guard permitted(info, operation, { $0.mayRetrieve }) else {
+            auditRefusal(info, identifier: identifier, action: operation.lowercased(), reason: "calling AE not allowed to retrieve")
             return .failure(StatusReply(.notAuthorized, "not authorized to retrieve"))
         }
         var destination: RetrieveDestination?
@@ -269,6 +280,7 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
             if !configuration.acceptAny, let caller = try? archive.applicationEntity(info.callingAETitle), !caller.mayMove(to: name) {
                 logger.warning("C-MOVE refused: the calling AE may not move to this destination",
                                metadata: ["association": "\(info)", "destination": "\(name)"])
+                auditRefusal(info, identifier: identifier, action: "c-move", reason: "calling AE may not move to \(name)")
                 return .failure(StatusReply(.notAuthorized, "not authorized to move to this destination"))
             }
             destination = RetrieveDestination(aeTitle: name, host: host, port: UInt16(port))
