@@ -11,6 +11,17 @@ public struct StudyAccessRequest: Sendable {
     /// An emergency access's stated reason, when the requester invokes break-glass.
     public var breakGlassReason: String?
     public var time: Date = Date()
+
+    public init(peer: Peer, studyInstanceUID: String, patientID: String, issuerOfPatientID: String, action: String,
+                breakGlassReason: String? = nil, time: Date = Date()) {
+        self.peer = peer
+        self.studyInstanceUID = studyInstanceUID
+        self.patientID = patientID
+        self.issuerOfPatientID = issuerOfPatientID
+        self.action = action
+        self.breakGlassReason = breakGlassReason
+        self.time = time
+    }
 }
 
 public struct AccessDecision: Sendable, Equatable {
