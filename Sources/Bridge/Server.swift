@@ -14,6 +14,7 @@ public final class BridgeServer: @unchecked Sendable {
     public let archive: Archive
     let auditor: AccessAuditor
     private var scp: SCP?
+    private var federation: FederatedQuery?
     private var services: [any BackgroundService] = []
 
     public init(home: Home, configuration: BridgeConfiguration, logger: Logger) throws {
@@ -98,6 +99,7 @@ public final class BridgeServer: @unchecked Sendable {
             }
             let qr = QueryRetrieveService(archive: archive, configuration: configuration, logger: logger, federation: federation,
                                           fetcher: fetcher, auditor: auditor)
+            self.federation = federation
             scp = try SCP(configuration: scpConfig, delegate: service, queryRetrieve: qr)
         } catch {
             throw ConfigurationError("cannot listen on port \(configuration.port): \(error)")
@@ -115,6 +117,7 @@ public final class BridgeServer: @unchecked Sendable {
         logger.notice("shutting down: finishing the associations in progress")
         scp?.stop()
         scp = nil
+        federation?.shutdown()
         archive.close()  // after the last commit: the final checkpoint below then covers it
         for s in services.reversed() { s.stop() }
         logger.notice("stopped")

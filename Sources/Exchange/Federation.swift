@@ -44,6 +44,8 @@ public struct FederatedQuery: Sendable {
     let identity: TLSIdentity
     let logger: Logger
     let timeout: Double
+    /// One client per peer, kept between queries: its TLS connections are reused.
+    let clients = PeerClientCache()
 
     public init(archive: Archive, identity: TLSIdentity, timeout: Double, logger: Logger) {
         self.archive = archive
@@ -51,6 +53,9 @@ public struct FederatedQuery: Sendable {
         self.timeout = timeout
         self.logger = logger
     }
+
+    /// Closes the peers' connections; call when the service stops.
+    public func shutdown() { clients.shutdown() }
 
     public func find(level: QueryLevel, keys: [QueryKey]) async -> (matches: [FederatedMatch], unanswered: [String]) {
         guard let peers = try? PeerRegistry(archive: archive).list().filter({ $0.equivocation == nil }), !peers.isEmpty else { return ([], []) }
@@ -60,17 +65,15 @@ public struct FederatedQuery: Sendable {
         let timeout = self.timeout
         return await withTaskGroup(of: (String, FederatedFindResponse?, String?).self) { group in
             for peer in peers {
-                group.addTask { [identity, logger] in
+                group.addTask { [identity, logger, clients] in
                     let client: PeerClient
-                    do { client = try PeerClient(peer: peer, identity: identity, connections: 1) } catch {
+                    do { client = try clients.client(for: peer, identity: identity) } catch {
                         return (peer.name, nil, "\(error)")
                     }
                     do {
                         let data = try await client.postJSON("/federation/find", body: body, timeoutSeconds: timeout)
-                        await client.shutdown()
                         return (peer.name, try JSONDecoder().decode(FederatedFindResponse.self, from: data), nil)
                     } catch {
-                        await client.shutdown()
                         logger.warning("federated C-FIND: a peer did not answer; its studies are missing from the answer",
                                        metadata: ["peer": "\(peer.name)", "error": "\(error)"])
                         return (peer.name, nil, "\(error)")
@@ -122,5 +125,31 @@ extension PeerClient {
         let answer = try await response.body.collect(upTo: 64 << 20)
         try check(response, answer, path)
         return Data(buffer: answer)
+    }
+}
+
+/// Clients of the peers, made on first use and kept while the peer's URL and CA stay the same.
+final class PeerClientCache: @unchecked Sendable {
+    private let clients = LockedValue<[String: PeerClient]>([:])
+
+    /// Closes every client (an HTTP client must be shut down before it is released).
+    func shutdown() {
+        let all = clients.withLock { map -> [PeerClient] in
+            defer { map = [:] }
+            return Array(map.values)
+        }
+        all.forEach { $0.shutdownSync() }
+    }
+
+    func client(for peer: Peer, identity: TLSIdentity) throws -> PeerClient {
+        try clients.withLock { map in
+            if let c = map[peer.name], c.peer.url == peer.url, c.peer.caPEM == peer.caPEM {
+                return c
+            }
+            map[peer.name]?.shutdownSync()
+            let c = try PeerClient(peer: peer, identity: identity, connections: 2)
+            map[peer.name] = c
+            return c
+        }
     }
 }
