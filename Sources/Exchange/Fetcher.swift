@@ -305,9 +305,14 @@ public final class Fetcher: @unchecked Sendable {
         let paths = LockedValue<[String]>([])
         let origin = InstanceOrigin.peer(name: peer, manifestEntry: manifestEntry)
         let sourceName = PeerOrigin.prefix + peer
-        // Many commits in flight, so that group commit takes them in few transactions.
+        // Many commits in flight, so that group commit takes them in few transactions: threads of
+        // their own (concurrentPerform would run about one per CPU, and each mostly waits).
         let workers = min(32, items.count)
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+        let group = DispatchGroup()
+        for worker in 0..<workers {
+            group.enter()
+            Thread.detachNewThread { [archive] in
+            defer { group.leave() }
             var i = worker
             while i < items.count {
                 let item = items[i]
@@ -329,7 +334,9 @@ public final class Fetcher: @unchecked Sendable {
                     errors.withLock { $0.append("\(URL(fileURLWithPath: item.path).lastPathComponent): \(error)") }
                 }
             }
+            }
         }
+        group.wait()
         if let first = errors.withLock({ $0.first }) {
             throw ExchangeError("verified instances could not all be stored (\(errors.withLock { $0.count }) failed; first: \(first)); run the fetch again to complete it")
         }
