@@ -304,7 +304,7 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
                         studyInstanceUID: uid, patientID: patient?.id ?? "", issuerOfPatientID: patient?.issuer ?? "",
                         action: moveDestination == nil ? "c-get" : "c-move", allowed: true,
                         reason: moveDestination.map { "workstation retrieval to \($0)" } ?? "workstation retrieval", grant: nil,
-                        breakGlass: false))
+                        breakGlass: false, moveDestination: moveDestination))
                 }
             }
             let files = items.map { RetrieveFile(path: $0.path, sopClassUID: $0.sopClassUID, sopInstanceUID: $0.sopInstanceUID,

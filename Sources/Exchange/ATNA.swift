@@ -133,6 +133,13 @@ public enum ATNAMessage {
         if let role = ev.requesterRole { x += coded("RoleIDCode", role) }
         x += "</ActiveParticipant>"
 
+        // A C-MOVE's destination: the process receiving the data (A.5.3.3).
+        if let destination = r.moveDestination {
+            x += "<ActiveParticipant UserID=\"\(escape(destination))\" AlternativeUserID=\"\(escape("AETITLES=" + destination))\" UserIsRequestor=\"false\">"
+            x += coded("RoleIDCode", self.destination)
+            x += "</ActiveParticipant>"
+        }
+
         // This node
         x += "<ActiveParticipant UserID=\"\(escape(r.auditSource))\" UserIsRequestor=\"false\">"
         x += coded("RoleIDCode", ev.nodeRole)

@@ -24,9 +24,13 @@ public struct AuditRecord: Sendable, Equatable, Codable {
     public var reason: String
     public var grant: String?
     public var breakGlass: Bool
+    /// A C-MOVE's destination AE title: the process that receives the instances.
+    public var moveDestination: String?
 
     public init(time: Date, requester: Requester, auditSource: String, studyInstanceUID: String, patientID: String,
-                issuerOfPatientID: String, action: String, allowed: Bool, reason: String, grant: String?, breakGlass: Bool) {
+                issuerOfPatientID: String, action: String, allowed: Bool, reason: String, grant: String?, breakGlass: Bool,
+                moveDestination: String? = nil) {
+        self.moveDestination = moveDestination
         self.time = time
         self.requester = requester
         self.auditSource = auditSource

@@ -156,6 +156,20 @@ struct ATNATests {
         try Self.expectValid(xml)
     }
 
+    @Test func cMoveNamesItsDestinationAsTheReceivingProcess() throws {
+        var r = Self.record(requester: .ae("WS_01", host: "192.168.1.20"), action: "c-move", grant: nil)
+        r.moveDestination = "PACS_RX"
+        let xml = ATNAMessage.xml(r)
+        let root = try Self.parse(xml)
+        let participants = try Self.nodes(root, "/AuditMessage/ActiveParticipant")
+        let destination = participants.first { Self.attr($0, "UserID") == "PACS_RX" }
+        #expect(Self.attr(destination, "UserIsRequestor") == "false")
+        #expect(Self.attr(destination, "AlternativeUserID") == "AETITLES=PACS_RX")
+        let role = try destination?.nodes(forXPath: "RoleIDCode").first as? XMLElement
+        #expect(Self.attr(role, "csd-code") == "110152")
+        try Self.expectValid(xml)
+    }
+
     @Test func eventPerAction() throws {
         let expected: [(String, String, String, String?, String)] = [
             // action, EventID, EventActionCode, requester role, node role
