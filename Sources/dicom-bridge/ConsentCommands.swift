@@ -44,7 +44,7 @@ struct ConsentCommand: ParsableCommand {
         var force = false
 
         func run() throws {
-            try consentReportingErrors {
+            try reportingErrors {
                 let keyPath = (out as NSString).appendingPathComponent(Self.privateKeyFileName)
                 let pubPath = (out as NSString).appendingPathComponent(Self.publicKeyFileName)
                 if !force {
@@ -100,7 +100,7 @@ struct ConsentCommand: ParsableCommand {
         }
 
         func run() throws {
-            try consentReportingErrors {
+            try reportingErrors {
                 let expiry = try ConsentTime.parse(expires)
                 _ = try PurposeOfUse.validate(purpose)
                 let pair = try readPatientKey(key)
@@ -131,7 +131,7 @@ struct ConsentCommand: ParsableCommand {
         var out: String
 
         func run() throws {
-            try consentReportingErrors {
+            try reportingErrors {
                 let pair = try readPatientKey(key)
                 let revocation = try ConsentRevocation.sign(grant: grant, with: pair)
                 try revocation.verify()
@@ -181,20 +181,5 @@ private func writePrivateFile(_ path: String, _ data: Data, mode: mode_t, replac
         let error = errno
         unlink(target)
         throw ValidationError("cannot write \(path): \(String(cString: strerror(error)))")
-    }
-}
-
-/// Runs `body`, turning consent and file errors into "error: ..." on standard error and exit code 1.
-private func consentReportingErrors(_ body: () throws -> Void) throws {
-    do {
-        try body()
-    } catch let e as ExitCode {
-        throw e
-    } catch let e as ValidationError {
-        throw fail(e.message)
-    } catch let e as ConsentError {
-        throw fail(e.description)
-    } catch {
-        throw fail("\(error)")
     }
 }

@@ -237,18 +237,3 @@ private func refuseExisting(_ paths: [String], force: Bool) throws {
     guard !force else { return }
     for p in paths where FileManager.default.fileExists(atPath: p) { throw PKIError.fileExists(p) }
 }
-
-/// Runs `body`, turning PKI and file errors into "error: ..." on standard error and exit code 1.
-private func reportingErrors(_ body: () throws -> Void) throws {
-    do {
-        try body()
-    } catch let e as ExitCode {
-        throw e
-    } catch let e as ValidationError {
-        throw fail(e.message)
-    } catch let e as PKIError {
-        throw fail(e.description)
-    } catch {
-        throw fail("\(error)")
-    }
-}

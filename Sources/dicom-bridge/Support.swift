@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 
 /// Files under the given paths, recursively, in a stable order.
@@ -81,5 +82,19 @@ final class Progress: @unchecked Sendable {
 
     func finish() {
         if tty && !quiet { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
+
+/// Runs `body`, turning its errors into "error: <description>" on standard error and exit code 1
+/// (an ExitCode passes through; a ValidationError shows its message).
+func reportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let e as ExitCode {
+        throw e
+    } catch let e as ValidationError {
+        throw fail(e.message)
+    } catch {
+        throw fail("\(error)")
     }
 }
