@@ -198,36 +198,19 @@ public struct InstanceAnchored: Hashable, Sendable {
         sopInstanceUID: String, studyInstanceUID: String, seriesInstanceUID: String, sopClassUID: String,
         sha256: String, size: UInt64, transferSyntaxUID: String, callingAETitle: String, receivedMillis: Int64
     ) throws {
-        for (key, uid) in [
-            ("sop-instance-uid", sopInstanceUID), ("study-instance-uid", studyInstanceUID),
-            ("series-instance-uid", seriesInstanceUID), ("sop-class-uid", sopClassUID),
-            ("transfer-syntax-uid", transferSyntaxUID),
-        ] {
-            guard (1...64).contains(uid.utf8.count), uid.utf8.allSatisfy({ (0x30...0x39).contains($0) || $0 == 0x2E }) else {
-                throw LedgerEventError.invalidField(key: key, value: uid, reason: "not a UID (1 to 64 digits and dots)")
-            }
-        }
-        let hash = sha256.lowercased()
-        guard hash.utf8.count == 64, Hex.decode(hash) != nil else {
-            throw LedgerEventError.invalidField(key: "sha256", value: sha256, reason: "not 64 hex digits")
-        }
+        self.sopInstanceUID = try EventField.uid("sop-instance-uid", sopInstanceUID)
+        self.studyInstanceUID = try EventField.uid("study-instance-uid", studyInstanceUID)
+        self.seriesInstanceUID = try EventField.uid("series-instance-uid", seriesInstanceUID)
+        self.sopClassUID = try EventField.uid("sop-class-uid", sopClassUID)
+        self.transferSyntaxUID = try EventField.uid("transfer-syntax-uid", transferSyntaxUID)
+        self.sha256 = try EventField.sha256("sha256", sha256)
         let ae = String(callingAETitle.drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
         guard (1...16).contains(ae.utf8.count), ae.utf8.allSatisfy({ (0x20...0x7E).contains($0) && $0 != 0x5C }) else {
             throw LedgerEventError.invalidField(key: "calling-ae-title", value: callingAETitle, reason: "not an AE title")
         }
-        // Years 0000 to 9999, so the time has the fixed RFC 3339 form.
-        guard (-62_167_219_200_000...253_402_300_799_999).contains(receivedMillis) else {
-            throw LedgerEventError.invalidField(key: "received", value: String(receivedMillis), reason: "year outside 0000 to 9999")
-        }
-        self.sopInstanceUID = sopInstanceUID
-        self.studyInstanceUID = studyInstanceUID
-        self.seriesInstanceUID = seriesInstanceUID
-        self.sopClassUID = sopClassUID
-        self.sha256 = hash
         self.size = size
-        self.transferSyntaxUID = transferSyntaxUID
         self.callingAETitle = ae
-        self.receivedMillis = receivedMillis
+        self.receivedMillis = try EventField.checkMillis("received", receivedMillis)
     }
 
     init(_ record: EventRecord) throws {
@@ -282,7 +265,11 @@ enum EventField {
     }
 
     static func millis(_ key: String, _ date: Date) throws -> Int64 {
-        let ms = Timestamp.millis(date)
+        try checkMillis(key, Timestamp.millis(date))
+    }
+
+    /// Years 0000 to 9999, so that the time has the fixed RFC 3339 form.
+    static func checkMillis(_ key: String, _ ms: Int64) throws -> Int64 {
         guard (-62_167_219_200_000...253_402_300_799_999).contains(ms) else {
             throw LedgerEventError.invalidField(key: key, value: String(ms), reason: "year outside 0000 to 9999")
         }
