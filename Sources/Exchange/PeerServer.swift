@@ -9,13 +9,20 @@ import Ledger
 import Logging
 import NIOCore
 import NIOSSL
+import PKI
 import ServiceLifecycle
-import X509
 
 /// A request on the peer port: it knows the TLS channel, hence the client's certificate.
 public struct PeerRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     let channel: any Channel
+    /// The configured peer the client certificate names, set by `PeerAuthentication` before any route.
+    var peer: Peer?
+
+    func authenticatedPeer() throws -> Peer {
+        guard let peer else { throw HTTPError(.forbidden, message: "a client certificate of a configured peer is required") }
+        return peer
+    }
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
@@ -54,13 +61,10 @@ public struct TLSIdentity: Sendable {
 
 enum PeerIdentity {
     static func commonName(_ certificate: NIOSSLCertificate) throws -> String {
-        let cert = try Certificate(derEncoded: try certificate.toDERBytes())
-        for rdn in cert.subject {
-            for attribute in rdn where attribute.type == .RDNAttributeType.commonName {
-                if let s = String(attribute.value) { return s }
-            }
+        guard let name = try CertificateInfo.commonName(ofDER: certificate.toDERBytes()) else {
+            throw ExchangeError("the certificate has no common name")
         }
-        throw ExchangeError("the certificate has no common name")
+        return name
     }
 
     /// Every distinct CA certificate of the configured peers.
@@ -180,7 +184,7 @@ public final class PeerServer: @unchecked Sendable {
         LedgerRoutes.add(to: router, archive: archive, verifierKey: verifierKey)
 
         router.get("/registry/documents") { [self] request, context -> Response in
-            let peer = try await self.peer(of: context)
+            let peer = try context.authenticatedPeer()
             return try await offload { [self] in
             let q = request.uri.queryParameters
             let studies: [String]
@@ -209,7 +213,7 @@ public final class PeerServer: @unchecked Sendable {
             }
         }
         router.get("/documents/:uid") { [self] request, context -> Response in
-            let peer = try await self.peer(of: context)
+            let peer = try context.authenticatedPeer()
             return try await offload { [self] in
                 let (manifest, path) = try manifestFile(context)
                 guard try decide(peer, study: manifest.studyInstanceUID, action: "retrieve-document", request: request).allowed else {
@@ -219,7 +223,7 @@ public final class PeerServer: @unchecked Sendable {
             }
         }
         router.get("/documents/:uid/entry") { [self] request, context -> Response in
-            let peer = try await self.peer(of: context)
+            let peer = try context.authenticatedPeer()
             return try await offload { [self] in
             let (manifest, _) = try manifestFile(context)
             guard try decide(peer, study: manifest.studyInstanceUID, action: "query", request: request).allowed else {
@@ -234,7 +238,7 @@ public final class PeerServer: @unchecked Sendable {
             }
         }
         router.get("/documents/:uid/instances") { [self] request, context -> Response in
-            let peer = try await self.peer(of: context)
+            let peer = try context.authenticatedPeer()
             return try await offload { [self] in
                 let (manifest, _) = try manifestFile(context)
                 guard try decide(peer, study: manifest.studyInstanceUID, action: "query", request: request).allowed else {
@@ -256,7 +260,7 @@ public final class PeerServer: @unchecked Sendable {
         // Federated C-FIND: the studies (series, instances) matching an identifier that the policy
         // lets this peer see; studies it may not see are left out (and audited as denied).
         router.post("/federation/find") { [self] request, context -> Response in
-            let peer = try await self.peer(of: context)
+            let peer = try context.authenticatedPeer()
             let body = try await request.body.collect(upTo: 1 << 20)
             let find: FederatedFindRequest
             do { find = try JSONDecoder().decode(FederatedFindRequest.self, from: Data(buffer: body)) } catch {
@@ -287,7 +291,7 @@ public final class PeerServer: @unchecked Sendable {
         // The access events this node recorded about a patient (for `audit --patient` at another
         // site of the consortium), only to a configured peer.
         router.get("/audit/access") { [self] request, context -> Response in
-            _ = try await self.peer(of: context)
+            _ = try context.authenticatedPeer()
             guard let pid = request.uri.queryParameters.get("patientId") else {
                 return LedgerRoutes.text("give patientId\n", status: .badRequest)
             }
@@ -296,7 +300,7 @@ public final class PeerServer: @unchecked Sendable {
             }
         }
         router.post("/witness/cosignature") { [self] request, context -> Response in
-            let peer = try await self.peer(of: context)
+            let peer = try context.authenticatedPeer()
             let body = try await request.body.collect(upTo: 64 * 1024)
             let line = String(buffer: body)
             try await offload { [self] in try acceptCosignature(line, from: peer) }
@@ -331,7 +335,7 @@ public final class PeerServer: @unchecked Sendable {
     /// multipart/related; type="application/dicom", each part the stored Part 10 file as is. With
     /// `?sha256=` on an instance, that version of it (what a manifest committed to).
     func wado(_ request: Request, _ context: PeerRequestContext, series: String?, sop: String?) async throws -> Response {
-        let peer = try await self.peer(of: context)
+        let peer = try context.authenticatedPeer()
         guard let study = context.parameters.get("study") else { throw HTTPError(.badRequest) }
         let version = request.uri.queryParameters.get("sha256")
         let archive = self.archive
@@ -440,7 +444,8 @@ struct PeerAuthentication: RouterMiddleware {
     let server: PeerServer
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        _ = try await server.peer(of: context)
+        var context = context
+        context.peer = try await server.peer(of: context)
         return try await next(request, context)
     }
 }
