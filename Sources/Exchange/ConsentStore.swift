@@ -94,7 +94,7 @@ public struct ConsentStore: Sendable {
     public func submit(_ data: Data, now: Date = Date()) throws -> SubmitResult {
         let document: ConsentDocument
         do { document = try ConsentDocument.parse(data) } catch { throw ExchangeError("refused: \(error)") }
-        let documentSHA = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+        let documentSHA = Hex.encode(SHA256.hash(data: data))
         return try database.write { db in
             switch document {
             case .grant(let g):

@@ -12,6 +12,7 @@
 
 import Crypto
 import Foundation
+import Ledger
 
 // MARK: - Codes
 
@@ -588,15 +589,7 @@ public enum XDSIdentifiers {
         return out
     }
 
-    static func hex<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0x0F)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    static func hex<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 { Hex.encode(bytes) }
 }
 
 // MARK: - ebRIM

@@ -170,11 +170,11 @@ public final class Fetcher: @unchecked Sendable {
         let staging = stagingRoot.appendingPathComponent(Self.safeName(peer.name)).appendingPathComponent(Self.safeName(study))
         try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
         let kosBytes = Data(buffer: try await client.get("/documents/\(entry.uniqueId)", accept: "application/dicom"))
-        let kosSHA = Self.hex(SHA256.hash(data: kosBytes))
+        let kosSHA = Hex.encode(SHA256.hash(data: kosBytes))
         guard kosSHA == event.manifestSHA256, UInt64(kosBytes.count) == event.manifestSize else {
             throw reject("the manifest's bytes (SHA-256 \(kosSHA), \(kosBytes.count) bytes) are not those the ledger anchors (SHA-256 \(event.manifestSHA256), \(event.manifestSize) bytes): edited after publication")
         }
-        let kosSHA1 = Self.hex(Insecure.SHA1.hash(data: kosBytes))
+        let kosSHA1 = Hex.encode(Insecure.SHA1.hash(data: kosBytes))
         guard kosSHA1 == entry.hash.lowercased(), Int64(kosBytes.count) == entry.size else {
             throw reject("the manifest does not match its document entry's hash and size")
         }
@@ -208,7 +208,7 @@ public final class Fetcher: @unchecked Sendable {
             let file = staging.appendingPathComponent(m.sha256 + ".dcm")
             if held.contains(m.sha256) {
                 resumed += 1  // already held here, bit for bit
-            } else if FileManager.default.fileExists(atPath: file.path), (try? Self.sha256(of: file.path)) == m.sha256 {
+            } else if FileManager.default.fileExists(atPath: file.path), (try? FileDigest.sha256(path: file.path)) == m.sha256 {
                 resumed += 1  // verified (and synced) by an interrupted attempt
             } else {
                 todo.append(m)
@@ -278,7 +278,7 @@ public final class Fetcher: @unchecked Sendable {
             unlink(part)
             throw error
         }
-        let got = Self.hex(hasher.finalize())
+        let got = Hex.encode(hasher.finalize())
         guard got == m.sha256, size == m.size else {
             close(fd)
             unlink(part)
@@ -347,15 +347,15 @@ public final class Fetcher: @unchecked Sendable {
         String(s.map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == "_" ? $0 : "_" })
     }
 
-    static func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
-        digest.map { String(format: "%02x", $0) }.joined()
-    }
+}
 
-    static func sha256(of path: String) throws -> String {
+/// The SHA-256 of a file's bytes, read in 1 MiB chunks (lowercase hex).
+enum FileDigest {
+    static func sha256(path: String) throws -> String {
         guard let fh = FileHandle(forReadingAtPath: path) else { throw ExchangeError("cannot read \(path)") }
         defer { try? fh.close() }
         var hasher = SHA256()
         while let chunk = try fh.read(upToCount: 1 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
-        return hex(hasher.finalize())
+        return Hex.encode(hasher.finalize())
     }
 }

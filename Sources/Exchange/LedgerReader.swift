@@ -177,11 +177,8 @@ public struct LedgerReader: Sendable {
             let sop: String = row["sop_instance_uid"], sha: String = row["sha256"], path: String = row["path"]
             func report(_ what: String) { problems.append(Problem(sopInstanceUID: sop, sha256: sha, path: path, problem: what)) }
             let full = archive.absolutePath(path)
-            if let fh = FileHandle(forReadingAtPath: full) {
-                var hasher = SHA256()
-                while let chunk = try fh.read(upToCount: 1 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
-                try? fh.close()
-                let got = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+            if FileManager.default.isReadableFile(atPath: full) {
+                let got = try FileDigest.sha256(path: full)
                 if got != sha { report("altered: its SHA-256 is \(got), the index and the ledger say \(sha)") }
             } else {
                 report("missing: the file is not in the store")

@@ -105,7 +105,7 @@ public final class ManifestPublisher: @unchecked Sendable {
         let now = Date()
         let kosUID = UID.generate()
         let bytes = try encode(snapshot, kosUID: kosUID, now: now)
-        let sha1 = Insecure.SHA1.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        let sha1 = Hex.encode(Insecure.SHA1.hash(data: bytes))
         let incoming = try archive.beginImport(sopClassUID: UID.keyObjectSelectionDocument, sopInstanceUID: kosUID,
                                                transferSyntaxUID: TransferSyntax.explicitVRLittleEndian,
                                                sourceName: settings.aeTitle, origin: .local)
