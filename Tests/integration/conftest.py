@@ -6,6 +6,9 @@ Fixtures:
     bridge_bin          path of the dicom-bridge binary ($DICOM_BRIDGE_BIN, --bridge-bin, or
                         .build/debug/dicom-bridge); tests using it are skipped when it is missing
     netns               skips a test that starts servers outside a private network namespace
+
+Under CI (CI=true, as .ci/run sets it) nothing skips: every skip, whatever raised it, is reported
+as a failure with its reason, so a green CI run has run every test.
     bridge_factory      make(ae_title=..., known_aes=..., serve_args=..., start=True) -> harness.Bridge:
                         init + ae add + serve, waits for "listening"; SIGTERM at teardown, log
                         dumped when the test failed
@@ -52,16 +55,43 @@ def pytest_configure(config):
 
 
 def pytest_report_header(config):
-    return ["dicom-bridge: binary %s; private network namespace: %s; Orthanc: %s"
+    return ["dicom-bridge: binary %s; private network namespace: %s; Orthanc: %s; CI: %s"
             % (_bridge_path(config), "yes" if harness.in_private_netns() else "no",
-               "yes" if os.access(harness.ORTHANC, os.X_OK) else "missing")]
+               "yes" if os.access(harness.ORTHANC, os.X_OK) else "missing",
+               "yes (a test that cannot run fails)" if in_ci() else "no (missing tools skip, with the reason)")]
+
+
+def in_ci():
+    """CI=true (set by .ci/run): a test that cannot run fails, saying why, instead of skipping."""
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def _skip_reason(rep):
+    longrepr = rep.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    if rep.skipped and in_ci() and not hasattr(rep, "wasxfail"):
+        # Whatever skipped it (a fixture, a skipif mark, pytest.skip in the body): under CI the
+        # suite must run every test, so a test that could not run is a failure with the reason.
+        rep.outcome = "failed"
+        rep.longrepr = "CI=true and this test could not run: %s" % _skip_reason(rep)
     setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and in_ci():
+        rep.outcome = "failed"
+        rep.longrepr = "CI=true and %s could not be collected: %s" % (collector.nodeid, _skip_reason(rep))
 
 
 def _test_failed(request):

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the integration suite (pytest) inside a private network namespace, so that every server it
 # starts (dicom-bridge, DCMTK's storescp, Orthanc; all bind every interface) and every client share
-# a loopback of their own. Falls back to running pytest directly (tests that start servers are
-# then skipped unless --allow-host-network is given). Exits with pytest's exit code.
+# a loopback of their own. Outside CI it falls back to running pytest directly when no namespace can
+# be made (tests that start servers are then skipped, saying why, unless --allow-host-network is
+# given); under CI (CI=true) that is an error (exit 98), and so is any test that cannot run (see
+# conftest.py). Exits with pytest's exit code.
 #
 #   bash Tests/integration/run.sh [pytest arguments]
 #   DICOM_BRIDGE_BIN=/path/to/dicom-bridge bash Tests/integration/run.sh -k receive
@@ -33,6 +35,12 @@ if unshare -n true 2>/dev/null; then
 elif unshare -r -n true 2>/dev/null; then             # not root: a user namespace as well
   exec unshare -r -n -- sh -c "$inner" "$PYTHON" "${cmd[@]}"
 fi
+case "${CI:-}" in
+  true|1|yes)
+    echo "run.sh: CI=true but no private network namespace can be made here (unshare -n failed):" \
+         "the integration tests start servers and must run in one; refusing to run a suite that would skip them" >&2
+    exit 98 ;;
+esac
 echo "run.sh: cannot create a private network namespace (unshare -n); running pytest directly," \
      "tests that start servers will be skipped (pass --allow-host-network to run them anyway)" >&2
 exec "${cmd[@]}"

@@ -31,7 +31,7 @@ import pytest
 import harness
 from harness import part10
 
-pydicom = pytest.importorskip("pydicom")
+import pydicom  # noqa: E402
 
 pytestmark = [pytest.mark.bridge, pytest.mark.netns]
 

@@ -32,8 +32,8 @@ import pytest
 import harness
 from harness import part10
 
-pydicom = pytest.importorskip("pydicom")
-pynetdicom = pytest.importorskip("pynetdicom")
+import pydicom  # noqa: E402
+import pynetdicom  # noqa: E402
 from pydicom.datadict import dictionary_VR, tag_for_keyword  # noqa: E402
 from pydicom.dataset import Dataset  # noqa: E402
 from pydicom.multival import MultiValue  # noqa: E402
