@@ -443,9 +443,20 @@ def summarize(runs, servers, association_counts):
             rows.append({"server": s, "associations": a, "runs": len(rs), **m})
     for row in rows:
         a = row["associations"]
+        rs = [r for r in runs if r["server"] == row["server"] and r["associations"] == a]
+        row["instancesPerSecondMin"] = min(r["instancesPerSecond"] for r in rs)
+        row["instancesPerSecondMax"] = max(r["instancesPerSecond"] for r in rs)
         for ref, key in (("storescp", "vsStorescp"), ("orthanc", "vsOrthanc")):
-            base = med.get((ref, a))
-            row[key] = row["instancesPerSecond"] / base["instancesPerSecond"] if base else None
+            # The median of the per-repeat ratios: each compares two runs of the same repeat,
+            # which ran a few seconds apart on the same machine state.
+            ratios = []
+            for r in rs:
+                base = [b for b in runs if b["server"] == ref and b["associations"] == a and b["run"] == r["run"]]
+                if base:
+                    ratios.append(r["instancesPerSecond"] / base[0]["instancesPerSecond"])
+            row[key] = statistics.median(ratios) if ratios else None
+            row[key + "Min"] = min(ratios) if ratios else None
+            row[key + "Max"] = max(ratios) if ratios else None
     return rows
 
 
@@ -454,16 +465,23 @@ def print_table(rows, manifest, repeat):
     print("Ingest: %d instances, %.1f MB (%.3f MB each), storescu -> server over loopback; median of %d run%s"
           % (manifest["instances"], manifest["bytes"] / 1e6, manifest["bytes"] / manifest["instances"] / 1e6,
              repeat, "" if repeat == 1 else "s"))
-    head = ("server", "assoc", "inst/s", "MB/s", "server CPU s", "CPU ms/inst", "vs storescp", "vs Orthanc")
-    fmt = "%-18s %5s %9s %8s %13s %12s %12s %11s"
+    head = ("server", "assoc", "inst/s", "(min-max)", "MB/s", "server CPU s", "CPU ms/inst", "vs storescp", "vs Orthanc")
+    fmt = "%-18s %5s %9s %13s %8s %13s %12s %16s %16s"
     print(fmt % head)
-    print("-" * 94)
+    print("-" * 124)
     for r in rows:
-        ratio = lambda v: "-" if v is None else "%.2f" % v  # noqa: E731
+        def ratio(key):
+            v = r[key]
+            if v is None:
+                return "-"
+            return "%.2f" % v if r[key + "Min"] == r[key + "Max"] else "%.2f (%.2f-%.2f)" % (v, r[key + "Min"], r[key + "Max"])
         print(fmt % (LABELS[r["server"]], r["associations"], "%.1f" % r["instancesPerSecond"],
+                     "%.0f-%.0f" % (r["instancesPerSecondMin"], r["instancesPerSecondMax"]),
                      "%.1f" % r["MBPerSecond"], "%.2f" % r["serverCPUSeconds"],
                      "%.2f" % (1000 * r["serverCPUSeconds"] / manifest["instances"]),
-                     ratio(r["vsStorescp"]), ratio(r["vsOrthanc"])))
+                     ratio("vsStorescp"), ratio("vsOrthanc")))
+    print("ratios: the median of the per-repeat ratios (min-max over repeats); servers interleaved, each repeat "
+          "starting with the next one")
     print()
 
 
@@ -473,6 +491,9 @@ def goals(rows):
         if r["server"] != "bridge":
             continue
         g = {"associations": r["associations"]}
+        for key in ("vsStorescpMin", "vsStorescpMax", "vsOrthancMin", "vsOrthancMax"):
+            if r.get(key) is not None:
+                g[key] = r[key]
         if r["vsStorescp"] is not None:
             g["vsStorescp"] = r["vsStorescp"]
             g["storescpGoalMet"] = r["vsStorescp"] >= 0.9
@@ -657,8 +678,11 @@ def main(argv):
             % (args.scratch, need / 1e9))
     try:
         for rep in range(args.repeat):
+            # Interleaved: each repeat starts with the next server, so that no server always runs
+            # first (on a fresh page cache) or last (after the others' write-back).
+            order = args.servers[rep % len(args.servers):] + args.servers[:rep % len(args.servers)]
             for a in args.associations:
-                for s in args.servers:
+                for s in order:
                     log("run %d/%d: %s, %d association%s, %d instances"
                         % (rep + 1, args.repeat, s, a, "" if a == 1 else "s", manifest["instances"]))
                     r = measure(make[s](), a, corpus_dir, manifest, scratch, args.keep, args.quiet_wait, delete_now)
