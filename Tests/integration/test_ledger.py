@@ -47,6 +47,124 @@ def root_from_inclusion(index: int, size: int, leaf: bytes, proof: list) -> byte
     return r
 
 
+def verify_inclusion(index: int, size: int, leaf: bytes, proof: list, root: bytes) -> bool:
+    """RFC 9162 2.1.3.2, as a yes/no answer (any malformed input is a no)."""
+    if not 0 <= index < size or len(leaf) != 32 or len(root) != 32 or any(len(p) != 32 for p in proof):
+        return False
+    try:
+        return root_from_inclusion(index, size, leaf, proof) == root
+    except AssertionError:
+        return False
+
+
+def verify_consistency(size1: int, size2: int, root1: bytes, root2: bytes, proof: list) -> bool:
+    """RFC 9162 2.1.4.2, written from the RFC: True when `proof` shows the tree of size2 with
+    root2 extends the tree of size1 with root1. A proof from the empty tree is meaningless
+    (refused); between equal sizes the proof is empty and the roots equal."""
+    if size1 <= 0 or size1 > size2:
+        return False
+    if size1 == size2:
+        return not proof and root1 == root2
+    # 1. an empty path fails
+    if not proof or any(len(p) != 32 for p in proof) or len(root1) != 32:
+        return False
+    path = list(proof)
+    # 2. first an exact power of 2: prepend first_hash
+    if size1 & (size1 - 1) == 0:
+        path.insert(0, root1)
+    # 3.
+    fn, sn = size1 - 1, size2 - 1
+    # 4. right-shift both while LSB(fn) is set
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    # 5.
+    fr = sr = path[0]
+    # 6.
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    # 7.
+    return fr == root1 and sr == root2 and sn == 0
+
+
+def mth(leaves: list) -> bytes:
+    """RFC 6962 2.1 MTH over leaf hashes, recursively (split at the largest power of 2 < n)."""
+    n = len(leaves)
+    if n == 0:
+        return hashlib.sha256(b"").digest()
+    if n == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return node_hash(mth(leaves[:k]), mth(leaves[k:]))
+
+
+def tile_index_path(n: int) -> str:
+    """C2SP tlog-tiles index: three-digit groups, all but the last prefixed with "x"."""
+    groups = []
+    while True:
+        groups.insert(0, "%03d" % (n % 1000))
+        n //= 1000
+        if n == 0:
+            break
+    return "/".join(["x" + g for g in groups[:-1]] + [groups[-1]])
+
+
+def expected_tiles(leaves: list) -> dict:
+    """Every hash tile (height 8) of the tree over `leaves` (leaf hashes), recomputed from the
+    leaves: {"tile/L/N[.p/W]": bytes}. A level-L tile holds the hashes of the complete subtrees of
+    2^(8L) leaves, 256 to a tile; the last one is partial (.p/W) unless it is full."""
+    tiles = {}
+    level_hashes = list(leaves)  # complete nodes at tree height 8L
+    level = 0
+    while level_hashes:
+        for start in range(0, len(level_hashes), 256):
+            chunk = level_hashes[start:start + 256]
+            path = "tile/%d/%s" % (level, tile_index_path(start // 256))
+            if len(chunk) < 256:
+                path += ".p/%d" % len(chunk)
+            tiles[path] = b"".join(chunk)
+        # the complete nodes 8 levels up
+        for _ in range(8):
+            level_hashes = [node_hash(level_hashes[i], level_hashes[i + 1]) for i in range(0, len(level_hashes) - 1, 2)]
+        level += 1
+    return tiles
+
+
+def entry_bundle_paths(size: int) -> list:
+    """The C2SP entry bundle paths of a tree of `size` entries."""
+    paths = []
+    for n in range((size + 255) // 256):
+        w = min(256, size - n * 256)
+        paths.append("tile/entries/" + tile_index_path(n) + ("" if w == 256 else ".p/%d" % w))
+    return paths
+
+
+def parse_entry_bundle(data: bytes) -> list:
+    """An entry bundle: each entry as a big-endian uint16 length followed by its bytes."""
+    out, i = [], 0
+    while i < len(data):
+        assert i + 2 <= len(data), "truncated length in an entry bundle"
+        (n,) = struct.unpack(">H", data[i:i + 2])
+        assert i + 2 + n <= len(data), "truncated entry in an entry bundle"
+        out.append(data[i + 2:i + 2 + n])
+        i += 2 + n
+    return out
+
+
 def open_note(note: str, verifier_key: str):
     """C2SP signed-note: verify the signature by `verifier_key`; return the checkpoint lines."""
     name, key_id_hex, key_b64 = verifier_key.split("+", 2)
@@ -67,6 +185,34 @@ def open_note(note: str, verifier_key: str):
     raise AssertionError("no signature by the node's key")
 
 
+def cosignature_timestamp(note: str, witness_key: str) -> int:
+    """C2SP tlog-cosignature, cosignature/v1 (Ed25519), written from the spec: find the line of
+    the witness `witness_key` (a vkey of type 0x04, or a plain 0x01 Ed25519 note key, whose
+    cosignature key ID is the 0x04 one), verify its Ed25519 signature over
+    "cosignature/v1\ntime <t>\n" + the note text, and return t. Raises if missing or wrong."""
+    name, _, key_b64 = witness_key.split("+", 2)
+    key = base64.b64decode(key_b64)
+    assert key[0] in (0x01, 0x04) and len(key) == 33, witness_key
+    pub = key[1:]
+    key_id = hashlib.sha256(name.encode() + b"\n" + b"\x04" + pub).digest()[:4]
+    text, sigs = note.split("\n\n", 1)
+    text += "\n"
+    found = []
+    for line in sigs.strip("\n").split("\n"):
+        assert line.startswith("\u2014 "), line
+        sig_name, sig_b64 = line[2:].split(" ")
+        raw = base64.b64decode(sig_b64)
+        if sig_name == name and raw[:4] == key_id:
+            assert len(raw) == 4 + 8 + 64, "a cosignature/v1 signature is 72 bytes"
+            (t,) = struct.unpack(">Q", raw[4:12])
+            assert t <= 2**63 - 1
+            msg = b"cosignature/v1\ntime " + str(t).encode() + b"\n" + text.encode()
+            Ed25519PublicKey.from_public_bytes(pub).verify(raw[12:], msg)  # raises if wrong
+            found.append(t)
+    assert len(found) == 1, "want exactly one cosignature by %s, found %d" % (name, len(found))
+    return found[0]
+
+
 @pytest.fixture(scope="module")
 def anchored(module_bridge_factory, corpus_factory):
     folder, manifest = corpus_factory(patients=3, studies=2, series=2, instances=2, seed=21)
@@ -74,14 +220,9 @@ def anchored(module_bridge_factory, corpus_factory):
     paths = [os.path.join(folder, f["path"]) for f in manifest["files"]]
     r = harness.storescu(b.port, b.ae_title, paths)
     assert r.returncode == 0, r.stdout + r.stderr
-    # Wait until a checkpoint covers every entry (one second by default).
-    import time
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        cp = b.cli("ledger", "checkpoint", check=False).stdout
-        if cp and int(cp.split("\n")[1]) == len(paths):
-            break
-        time.sleep(0.2)
+    # A checkpoint covering every entry is signed within about a second; waiting longer than the
+    # timeout fails here (TimeoutError), and a checkpoint of another size fails the assert.
+    assert b.wait_for_checkpoint(len(paths), timeout=30) == len(paths)
     return b, manifest
 
 
@@ -168,24 +309,31 @@ def test_altered_and_deleted_files_are_named(bridge):
 
 
 def test_edited_ledger_entry_is_detected(bridge):
-    paths = [os.path.join(harness.TESTDATA, "ct_explicit_le.dcm")]
+    names = ["ct_explicit_le.dcm", "mr_latin1.dcm", "us_rle.dcm"]
+    paths = [os.path.join(harness.TESTDATA, n) for n in names]
     assert set(harness.pynetdicom_store(bridge.port, bridge.ae_title, paths).values()) == {0}
     bridge.stop()
+    assert bridge.cli("ledger", "verify").stdout.startswith("ledger OK: 3 entries, ")
     with sqlite3.connect(os.path.join(bridge.home, "index.sqlite")) as db:
         # The append-only triggers refuse edits; an attacker with the file would drop them first.
         triggers = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")]
         assert triggers, "the ledger tables should be protected by triggers"
         try:
-            db.execute("UPDATE ledger_entries SET entry = entry || 'x' WHERE leaf_index = 0")
+            db.execute("UPDATE ledger_entries SET entry = entry || 'x' WHERE leaf_index = 1")
             raise AssertionError("the append-only trigger let an entry be edited")
         except sqlite3.DatabaseError:
             pass
         for t in triggers:
             db.execute(f"DROP TRIGGER {t}")
-        db.execute("UPDATE ledger_entries SET entry = replace(entry, 'size ', 'size 9') WHERE leaf_index = 0")
+        db.execute("UPDATE ledger_entries SET entry = replace(entry, 'size ', 'size 9') WHERE leaf_index = 1")
+        assert db.total_changes == 1
     r = bridge.cli("ledger", "verify", check=False)
     assert r.returncode != 0
-    assert "corrupt" in r.stderr + r.stdout and "0" in r.stderr + r.stdout
+    assert r.stdout == ""
+    assert "ledger verification failed: ledger is corrupt: leaf hash 1 is wrong\n" in r.stderr, r.stderr
+    r = bridge.cli("ledger", "verify", "--json", check=False)
+    assert r.returncode != 0
+    assert json.loads(r.stdout) == {"ok": False, "error": "ledger is corrupt: leaf hash 1 is wrong"}
 
 
 def test_whole_log_verifies_from_tiles_alone(anchored, bridge_factory):
