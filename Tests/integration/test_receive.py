@@ -205,3 +205,90 @@ def test_orthanc_pushes_studies(bridge_factory, orthanc_factory, corpus_factory,
                     else None)
         row = harness.check_stored(b, p, expected_dataset=expected)
         assert row["calling_ae_title"] == "ORTHANC"
+
+
+# -- admission: accept-any, and a known AE only from its host ------------------------------------
+
+ACCEPT_ANY_WARNING = ("ACCEPT-ANY MODE: every calling AE title is admitted. Use this for first-time set-up only; "
+                      "register your modalities with `dicom-bridge ae add` and turn it off.")
+
+
+def _log_lines(bridge, start):
+    return bridge.log_text()[start:].splitlines()
+
+
+def test_accept_any_is_logged_loudly_and_only_while_given(bridge_factory):
+    """Without --accept-any an unknown AE is rejected and no warning is logged; with it, one
+    warning-level line says so before "listening" and the same AE is admitted; the flag is not
+    kept: the next serve without it rejects the AE again."""
+    b = bridge_factory(known_aes=("ECHOSCU",))
+    start = 0
+    assert not any("ACCEPT-ANY" in line for line in _log_lines(b, start))
+    r = harness.echoscu(b.port, b.ae_title, calling_ae="ANYONE")
+    assert r.returncode != 0 and "Calling AE Title Not Recognized" in r.stdout + r.stderr, r.stdout + r.stderr
+
+    b.stop()
+    start = b.log_size()
+    b.start("--accept-any")
+    lines = _log_lines(b, start)
+    warnings = [i for i, line in enumerate(lines) if "ACCEPT-ANY" in line]
+    assert len(warnings) == 1, lines
+    line = lines[warnings[0]]
+    assert " warning " in line and line.endswith(ACCEPT_ANY_WARNING), line
+    listening = [i for i, l in enumerate(lines) if "listening for DICOM associations" in l]
+    assert listening and warnings[0] < listening[0], lines
+    before = b.log_size()
+    r = harness.echoscu(b.port, b.ae_title, calling_ae="ANYONE")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "association accepted (accept-any mode)" in b.log_text()[before:]
+
+    b.stop()
+    start = b.log_size()
+    b.start()
+    assert not any("ACCEPT-ANY" in line for line in _log_lines(b, start))
+    r = harness.echoscu(b.port, b.ae_title, calling_ae="ANYONE")
+    assert r.returncode != 0 and "Calling AE Title Not Recognized" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def _pynetdicom_echo_from(source_host, port, called_ae, calling_ae):
+    """C-ECHO by pynetdicom from a given local address; returns (established, A-ASSOCIATE primitive
+    received (None if none), echo status)."""
+    from pynetdicom import AE, evt
+
+    received = []
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.add_requested_context("1.2.840.10008.1.1")
+    handlers = [(evt.EVT_ACSE_RECV, lambda event: received.append(event.primitive))]
+    assoc = ae.associate("127.0.0.1", port, ae_title=called_ae, bind_address=(source_host, 0), evt_handlers=handlers)
+    status = None
+    established = assoc.is_established
+    if established:
+        s = assoc.send_c_echo()
+        status = getattr(s, "Status", None)
+        assoc.release()
+    answer = next((p for p in received if type(p).__name__ == "A_ASSOCIATE"), None)
+    return established, answer, status
+
+
+def test_known_ae_admitted_only_from_its_host(bridge_factory):
+    """`ae add X --host 127.0.0.2`: X calling from 127.0.0.1 is rejected (permanent, service user,
+    calling AE title not recognized) and the log says why; from 127.0.0.2 it is admitted. All of
+    127/8 is on lo in the private network namespace."""
+    b = bridge_factory(known_aes=())
+    b.add_ae("HOSTBOUND", host="127.0.0.2")
+
+    before = b.log_size()
+    established, answer, _ = _pynetdicom_echo_from("127.0.0.1", b.port, b.ae_title, "HOSTBOUND")
+    assert not established
+    assert answer is not None, "no A-ASSOCIATE answer received"
+    # PS3.8 9.3.4: result 1 rejected-permanent, source 1 service user, reason 3 calling AE title not recognized.
+    assert (answer.result, answer.result_source, answer.diagnostic) == (1, 1, 3), \
+        (answer.result, answer.result_source, answer.diagnostic)
+    log = b.log_text()[before:]
+    assert "association rejected: calling AE title known, but from another host" in log, log
+    assert "HOSTBOUND@127.0.0.1" in log and "expected-host=127.0.0.2" in log, log
+
+    established, answer, status = _pynetdicom_echo_from("127.0.0.2", b.port, b.ae_title, "HOSTBOUND")
+    assert established and status == 0x0000, (established, status)
+    assert answer.result == 0
