@@ -4,6 +4,8 @@
 //
 // Usage: tlogcheck <file.json>
 //
+// (or "tlogcheck served ..." to check a running node over HTTP; see served.go)
+//
 //	{
 //	  "verifierKey": "<name>+<key ID>+<base64 key>",
 //	  "signedCheckpoint": "<C2SP checkpoint as a signed note>",
@@ -135,6 +137,10 @@ func (r *tileReader) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 func (r *tileReader) SaveTiles(tiles []tlog.Tile, data [][]byte) {}
 
 func main() {
+	if len(os.Args) >= 2 && os.Args[1] == "served" {
+		served(os.Args[2:])
+		return
+	}
 	if len(os.Args) != 2 {
 		usage("usage: tlogcheck <file.json>")
 	}
