@@ -146,6 +146,14 @@ def test_every_tile_recomputed_from_the_leaves(served):
         status, body = http_get(s["url"] + "/" + path)
         assert status == 200, (path, status, body[:200])
         assert body == data, path
+    # The entry bundles of the earlier checkpoints' trees hold the same entries.
+    for size in (100, 256):
+        got = []
+        for path in entry_bundle_paths(size):
+            status, body = http_get(s["url"] + "/" + path)
+            assert status == 200, (path, status, body[:200])
+            got += parse_entry_bundle(body)
+        assert got == s["entries"][:size]
     # A width no checkpoint was signed at is not served, nor a tile beyond the tree.
     for path in ("tile/0/000.p/99", "tile/0/001", "tile/0/002", "tile/1/000", "tile/2/000.p/1"):
         status, body = http_get(s["url"] + "/" + path)
@@ -271,6 +279,9 @@ def test_proof_endpoints_refuse_malformed_and_oversized_parameters(served):
         got, body = http_get(s["url"] + path)
         assert (got, path[:80]) == (status, path[:80]), body[:300]
         assert text in body.decode(), (path[:80], body[:300])
+    # A request line far beyond any sane size is refused with a 4xx too, not a dropped connection.
+    got, body = http_get(s["url"] + "/proof/inclusion?sop=" + "1" * 200000)
+    assert 400 <= got < 500, (got, body[:300])
     # The node still serves afterwards.
     got, body = http_get(s["url"] + "/checkpoint")
     assert got == 200 and body.decode() == s["notes"][300]
