@@ -233,13 +233,14 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
     }
 
     /// A workstation's refused retrieval of a study held here, in the audit trail.
-    func auditRefusal(_ info: AssociationInfo, identifier: Dataset, action: String, reason: String) {
+    /// A C-MOVE's refusal names its destination: the process that would have received the data (A.5.3.3).
+    func auditRefusal(_ info: AssociationInfo, identifier: Dataset, action: String, reason: String, moveDestination: String? = nil) {
         guard let auditor, let study = identifier.string(.studyInstanceUID)?.trimmingCharacters(in: .whitespaces),
               UID.isValid(study), let patient = try? archive.patient(ofStudy: study) else { return }
         auditor.record(AuditRecord(time: Date(), requester: .ae(info.callingAETitle, host: info.peerHost),
                                    auditSource: configuration.nodeName, studyInstanceUID: study, patientID: patient.id,
                                    issuerOfPatientID: patient.issuer, action: action, allowed: false, reason: reason,
-                                   grant: nil, breakGlass: false))
+                                   grant: nil, breakGlass: false, moveDestination: moveDestination))
     }
 
     /// Fetches a remote study from the peer that offers it; nil when it is now held here, else the
@@ -267,7 +268,8 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
                        moveDestination: String?) -> Result<Retrieval, StatusReply> {
         let operation = moveDestination == nil ? "C-GET" : "C-MOVE"
         guard permitted(info, operation, { $0.mayRetrieve }) else {
-            auditRefusal(info, identifier: identifier, action: operation.lowercased(), reason: "calling AE not allowed to retrieve")
+            auditRefusal(info, identifier: identifier, action: operation.lowercased(), reason: "calling AE not allowed to retrieve",
+                         moveDestination: moveDestination)
             return .failure(StatusReply(.notAuthorized, "not authorized to retrieve"))
         }
         var destination: RetrieveDestination?
@@ -280,7 +282,8 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
             if !configuration.acceptAny, let caller = try? archive.applicationEntity(info.callingAETitle), !caller.mayMove(to: name) {
                 logger.warning("C-MOVE refused: the calling AE may not move to this destination",
                                metadata: ["association": "\(info)", "destination": "\(name)"])
-                auditRefusal(info, identifier: identifier, action: "c-move", reason: "calling AE may not move to \(name)")
+                auditRefusal(info, identifier: identifier, action: "c-move", reason: "calling AE may not move to \(name)",
+                             moveDestination: name)
                 return .failure(StatusReply(.notAuthorized, "not authorized to move to this destination"))
             }
             destination = RetrieveDestination(aeTitle: name, host: host, port: UInt16(port))
