@@ -618,3 +618,165 @@ def check_stored(bridge, sent_path, expected_dataset=None):
         sent_path, part10.describe_difference(expected, stored["dataset"], "expected", "stored"))
     return row
 
+
+
+# -- exchange: a node's requests to a peer's API, a peer that never answers, access events ----------
+
+def peer_request(requester, source, path, headers=(), timeout=20):
+    """GET `path` on `source`'s peer API as `requester` (its certificate, the source's CA), with
+    extra headers ("Name: value"): (curl exit code, HTTP status or 0, body, stderr). The way to
+    see what the source itself answers a node, e.g. 403 and its reason."""
+    cmd = ["curl", "-sS", "--max-time", str(timeout), "-o", "-", "-w", "\n%{http_code}", "--cacert", source.ca_crt,
+           "--cert", requester.tls_cert, "--key", requester.tls_key]
+    for h in headers:
+        cmd += ["-H", h]
+    r = run(cmd + [source.public_url + path], timeout=timeout + 10)
+    body, _, code = r.stdout.rpartition("\n")
+    return r.returncode, int(code) if code.strip().isdigit() else 0, body, r.stderr
+
+
+def access_events(node):
+    """`audit --json` of a node: the access events of its own ledger."""
+    return json.loads(node.cli("audit", "--json").stdout)
+
+
+ACCESS_DEDUP_SECONDS = 60  # docs/access.md: one event per requester, study, action, outcome within 60 s
+
+
+def _event_time(e):
+    import datetime
+
+    return datetime.datetime.strptime(e["time"][:19], "%Y-%m-%dT%H:%M:%S").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def assert_source_refused(source, requester, study, r, report, reason, before, log_from, headers=(), new=True):
+    """A fetch by `requester` of `study` that the source refused by its policy, shown by the
+    source itself, not by a failed connection:
+
+    - the fetch failed with the refusal the client reports only for an HTTP 403 ("peer X refused:
+      access to study S denied by the source's policy: REASON"), with the exact reason;
+    - asked again directly with the requester's certificate (and `headers`), the source answers
+      403 with that reason;
+    - the source's log since byte `log_from` says "access denied" for the requester and study;
+    - the source's ledger (`audit --json`) holds a denied "query" event of the requester for the
+      study with exactly that reason: new since `before` (the ledger indexes of the events seen
+      before the fetch) when `new`, else possibly the first of its 60 s burst (docs/access.md).
+    Returns that event."""
+    what = "%s fetching %s from %s" % (requester.node_name, study, source.node_name)
+    out = "stdout: %s\nstderr: %s" % (r.stdout[-3000:], r.stderr[-3000:])
+    assert r.returncode != 0, "%s should have been refused but exited 0:\n%s" % (what, out)
+    msg = (str(report.get("error", "")) if isinstance(report, dict) else "") + "\n" + r.stderr
+    said = "peer %s refused: access to study %s denied by the source's policy: %s" % (source.node_name, study, reason)
+    assert said in msg, "%s: the failure is not the source's refusal %r:\n%s" % (what, said, out)
+
+    rc, code, body, err = peer_request(requester, source, "/registry/documents?studyInstanceUID=" + study, headers=headers)
+    assert (rc, code) == (0, 403), "%s: asked directly, the source answered curl %d, HTTP %d %r %s" % (what, rc, code, body, err)
+    assert reason in body, "%s: the source's 403 does not give the reason %r: %r" % (what, reason, body)
+
+    with open(source.log_path, "rb") as f:
+        f.seek(log_from)
+        log = f.read().decode("utf-8", "replace")
+    lines = [line for line in log.splitlines() if "access denied" in line and "node:" + requester.node_name in line
+             and study in line]
+    assert lines, "%s: the source's log has no \"access denied\" line for it:\n%s" % (what, log[-3000:])
+
+    events = access_events(source)
+    match = [e for e in events if e["requester"] == "node:" + requester.node_name and e["study"] == study
+             and e["action"] == "query" and e["outcome"] == "denied" and e["reason"] == reason]
+    fresh = [e for e in match if e["ledgerIndex"] not in before]
+    if new:
+        assert len(fresh) == 1, "%s: want one new denied event with reason %r on the source's ledger, got %s\nall: %s" % (
+            what, reason, fresh, json.dumps(events, indent=1)[-4000:])
+        return fresh[0]
+    recent = [e for e in match if time.time() - _event_time(e) < ACCESS_DEDUP_SECONDS + 5]
+    assert recent, "%s: no denied event with reason %r within the last minute on the source's ledger:\n%s" % (
+        what, reason, json.dumps(events, indent=1)[-4000:])
+    return recent[-1]
+
+
+class SilentPeer:
+    """A peer that accepts every connection and never answers. With a certificate and key it
+    completes the TLS handshake (as the peer named by the certificate) and reads the request,
+    then keeps the connection open without a byte of answer; without, it accepts the TCP
+    connection and sends nothing at all. Runs in threads of this process; `close()` drops
+    everything. `connections` counts the accepted connections, `requests` keeps the first bytes
+    each TLS connection received."""
+
+    def __init__(self, cert=None, key=None, port=None):
+        import ssl
+        import threading
+
+        self.port = port or free_port()
+        self.connections = 0
+        self.requests = []
+        self._held = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._context = None
+        if cert:
+            self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._context.load_cert_chain(cert, key)
+            self._context.verify_mode = ssl.CERT_NONE  # asks for no client certificate
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", self.port))
+        self._listener.listen(16)
+        self._listener.settimeout(0.2)
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self):
+        return "https://127.0.0.1:%d" % self.port
+
+    def _accept(self):
+        import threading
+
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+                self._held.append(conn)
+            if self._context is not None:
+                threading.Thread(target=self._handshake_and_read, args=(conn,), daemon=True).start()
+
+    def _handshake_and_read(self, conn):
+        import ssl
+
+        try:
+            conn.settimeout(30)
+            tls = self._context.wrap_socket(conn, server_side=True)
+            with self._lock:
+                self._held.append(tls)
+            data = b""
+            while b"\r\n\r\n" not in data and len(data) < 65536:
+                chunk = tls.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            with self._lock:
+                self.requests.append(data)
+            self._closed.wait()  # never answer
+        except (OSError, ssl.SSLError):
+            pass
+
+    def close(self):
+        self._closed.set()
+        try:
+            self._listener.close()
+        except OSError:
+            pass
+        with self._lock:
+            held, self._held = self._held, []
+        for s in held:
+            try:
+                s.close()
+            except OSError:
+                pass
+        self._thread.join(5)

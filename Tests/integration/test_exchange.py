@@ -450,9 +450,12 @@ def test_share_none_refuses_and_share_all_allows(node_factory, corpus_factory):
     push(a, paths)
     publish(a, study)
 
+    # A refuses C by its policy: 403 with the reason, logged, audited (not a failed connection).
+    before = {e["ledgerIndex"] for e in harness.access_events(a)}
+    log_from = a.log_size()
     r, report = c.fetch(a.node_name, study=study, timeout=FETCH_TIMEOUT)
-    msg = assert_fetch_failed(r, report)
-    assert re.search(r"refused|denied", msg, re.I), "C's failure does not say it was refused:\n" + msg
+    assert_fetch_failed(r, report)
+    harness.assert_source_refused(a, c, study, r, report, "site policy: share none with site-c", before, log_from)
     assert c.query("SELECT COUNT(*) AS n FROM instance")[0]["n"] == 0
 
     r, report = b.fetch(a.node_name, study=study, timeout=FETCH_TIMEOUT)
@@ -469,8 +472,11 @@ def test_default_share_is_none(node_factory, corpus_factory):
     paths, files, study = make_study(corpus_factory, seed=507, series=1, instances=2)
     push(a, paths)
     publish(a, study)
+    before = {e["ledgerIndex"] for e in harness.access_events(a)}
+    log_from = a.log_size()
     r, report = b.fetch(a.node_name, study=study, timeout=FETCH_TIMEOUT)
     assert_fetch_failed(r, report)
+    harness.assert_source_refused(a, b, study, r, report, "site policy: share none with site-b", before, log_from)
     assert b.query("SELECT COUNT(*) AS n FROM instance")[0]["n"] == 0
     # Changing the policy takes effect for the running serve.
     a.cli("peer", "share", "site-b", "all")
