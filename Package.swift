@@ -125,8 +125,19 @@ let package = Package(
         .testTarget(name: "ConsentTests", dependencies: ["Consent"]),
         .testTarget(name: "PKITests", dependencies: ["PKI", .product(name: "X509", package: "swift-certificates")]),
         .testTarget(name: "ExchangeTests", dependencies: [
-            "Exchange", "Archive", "Ledger", "DICOM", "DICOMNetwork", "Consent",
+            "Exchange", "Archive", "Ledger", "DICOM", "DICOMNetwork", "Consent", "PKI",
             .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ]),
+        .testTarget(name: "DICOMNetworkTests", dependencies: ["DICOMNetwork", "DICOM"]),
+        .testTarget(name: "BridgeTests", dependencies: [
+            "Bridge", "Exchange", "Archive", "Ledger", "DICOM", "PKI",
+            .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log"),
+        ]),
+        .testTarget(name: "CLITests", dependencies: [
+            "dicom-bridge", "Bridge", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "DICOM", .product(name: "Crypto", package: "swift-crypto"), .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Logging", package: "swift-log")]),
     ]

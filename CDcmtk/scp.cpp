@@ -148,7 +148,9 @@ bool handle_store(cdcm_scp *scp, T_ASC_Association *assoc, const cdcm_associatio
                                           &stream, nullptr, nullptr);
         if (cond.good()) stream.flush();
     } else {
-        cond = DIMSE_ignoreDataSet(assoc, DIMSE_NONBLOCKING, scp->config.dimse_timeout_seconds, nullptr, nullptr);
+        // DCMTK adds to both counters without a null check: they must be given.
+        DIC_UL ignored_bytes = 0, ignored_pdvs = 0;
+        cond = DIMSE_ignoreDataSet(assoc, DIMSE_NONBLOCKING, scp->config.dimse_timeout_seconds, &ignored_bytes, &ignored_pdvs);
     }
     if (cond.bad()) {
         end_reason = std::string("dataset reception failed: ") + cond.text();

@@ -149,14 +149,27 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
             guard let i = Int(v) else { throw ConfigurationError("\(key)='\(v)' is not a number") }
             return i
         }
+        func double(_ key: String) throws -> Double? {
+            guard let v = env[key] else { return nil }
+            guard let d = Double(v) else { throw ConfigurationError("\(key)='\(v)' is not a number") }
+            return d
+        }
+        func bool(_ key: String) throws -> Bool? {
+            guard let v = env[key] else { return nil }
+            switch v.lowercased() {
+            case "1", "true", "yes": return true
+            case "0", "false", "no", "": return false
+            default: throw ConfigurationError("\(key)='\(v)' is not one of 1, true, yes, 0, false, no")
+            }
+        }
         if let v = env["DICOM_BRIDGE_AE_TITLE"] { aeTitle = v }
         if let v = try int("DICOM_BRIDGE_PORT") { port = v }
         if let v = try int("DICOM_BRIDGE_MAX_PDU") { maxPDU = v }
         if let v = try int("DICOM_BRIDGE_MAX_ASSOCIATIONS") { maxAssociations = v }
         if let v = try int("DICOM_BRIDGE_DIMSE_TIMEOUT") { dimseTimeoutSeconds = v }
-        if let v = env["DICOM_BRIDGE_ACCEPT_ANY"] { acceptAny = ["1", "true", "yes"].contains(v.lowercased()) }
+        if let v = try bool("DICOM_BRIDGE_ACCEPT_ANY") { acceptAny = v }
         if let v = env["DICOM_BRIDGE_LOG_LEVEL"] { logLevel = v }
-        if let v = env["DICOM_BRIDGE_CHECKPOINT_INTERVAL"], let d = Double(v) { checkpointIntervalSeconds = d }
+        if let v = try double("DICOM_BRIDGE_CHECKPOINT_INTERVAL") { checkpointIntervalSeconds = v }
         if let v = env["DICOM_BRIDGE_NODE_NAME"] { nodeName = v }
         if let v = try int("DICOM_BRIDGE_MAX_QUERY_MATCHES") { maxQueryMatches = v }
         if let v = try int("DICOM_BRIDGE_HTTP_PORT") { httpPort = v }
@@ -164,11 +177,11 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         if let v = env["DICOM_BRIDGE_TLS_CERT"] { tlsCert = v }
         if let v = env["DICOM_BRIDGE_TLS_KEY"] { tlsKey = v }
         if let v = env["DICOM_BRIDGE_PUBLIC_URL"] { publicURL = v }
-        if let v = env["DICOM_BRIDGE_STUDY_COMPLETE_SECONDS"], let d = Double(v) { studyCompleteSeconds = d }
-        if let v = env["DICOM_BRIDGE_WITNESS_INTERVAL"], let d = Double(v) { witnessIntervalSeconds = d }
-        if let v = env["DICOM_BRIDGE_BREAK_GLASS"] { breakGlass = ["1", "true", "yes"].contains(v.lowercased()) }
+        if let v = try double("DICOM_BRIDGE_STUDY_COMPLETE_SECONDS") { studyCompleteSeconds = v }
+        if let v = try double("DICOM_BRIDGE_WITNESS_INTERVAL") { witnessIntervalSeconds = v }
+        if let v = try bool("DICOM_BRIDGE_BREAK_GLASS") { breakGlass = v }
         if let v = env["DICOM_BRIDGE_AUDIT_FILE"] { audit.file = v }
-        if let v = env["DICOM_BRIDGE_AUDIT_SYSLOG"] { audit.syslog = ["1", "true", "yes"].contains(v.lowercased()) }
+        if let v = try bool("DICOM_BRIDGE_AUDIT_SYSLOG") { audit.syslog = v }
     }
 }
 

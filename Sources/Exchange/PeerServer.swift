@@ -100,6 +100,8 @@ public final class PeerServer: @unchecked Sendable {
     let settings: ExchangeSettings
     let identity: TLSIdentity
     let port: Int
+    /// The address the peer API listens on (every interface by default; tests use the loopback).
+    let host: String
     let policy: any AccessPolicy
     let verifierKey: String
     let logger: Logger
@@ -113,8 +115,9 @@ public final class PeerServer: @unchecked Sendable {
     public private(set) var trustedCAs: [[UInt8]] = []
 
     public init(archive: Archive, settings: ExchangeSettings, identity: TLSIdentity, port: Int, policy: any AccessPolicy,
-                verifierKey: String, auditor: AccessAuditor, logger: Logger) {
+                verifierKey: String, auditor: AccessAuditor, logger: Logger, host: String = "0.0.0.0") {
         self.auditor = auditor
+        self.host = host
         self.archive = archive
         self.settings = settings
         self.identity = identity
@@ -409,7 +412,7 @@ public final class PeerServer: @unchecked Sendable {
         let app = Application(
             router: router(),
             server: try .tls(.http1(), tlsConfiguration: tls),
-            configuration: .init(address: .hostname("0.0.0.0", port: port), serverName: "dicom-bridge"),
+            configuration: .init(address: .hostname(host, port: port), serverName: "dicom-bridge"),
             onServerRunning: { [logger, port, trustedCAs] _ in
                 logger.notice("peer API serving over mutual TLS", metadata: ["port": "\(port)", "trusted-cas": "\(trustedCAs.count)"])
                 ready.signal()

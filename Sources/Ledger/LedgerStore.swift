@@ -44,6 +44,8 @@ public struct StoredCheckpoint: Hashable, Sendable {
 public enum LedgerStore {
     /// Registers the "ledger_v1" migration, creating the ledger_ tables.
     public static func registerMigrations(_ migrator: inout DatabaseMigrator) {
+        // Idempotent: the bridge and a test may both register the ledger in one process.
+        guard !migrator.migrations.contains("ledger_v1") else { return }
         migrator.registerMigration("ledger_v1") { db in
             try db.execute(sql: """
                 CREATE TABLE ledger_entries (
