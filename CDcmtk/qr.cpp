@@ -108,6 +108,7 @@ struct RetrieveContext {
     T_ASC_Network *net = nullptr;
     T_ASC_Association *sub = nullptr;  // C-MOVE: our association to the destination
     uint16_t message_id = 0;
+    bool cancel_seen = false;  // C-GET: a C-CANCEL-RQ read while a sub-operation awaited its response
     std::string setup_error;
     DcmDataset *detail = nullptr;  // handed to DCMTK with the final response
 
@@ -227,7 +228,7 @@ uint16_t retrieve_step(RetrieveContext &r, OFBool cancelled, DcmDataset *identif
             return kUnableToPerformSubOps;
         }
     }
-    if (cancelled) {
+    if (cancelled || r.cancel_seen) {
         final = true;
         return kCancel;
     }
@@ -242,6 +243,10 @@ uint16_t retrieve_step(RetrieveContext &r, OFBool cancelled, DcmDataset *identif
         } else {
             cdcm::SendRequest s{item.path, item.sop_class_uid, item.sop_instance_uid, item.transfer_syntax_uid,
                                 r.is_move ? r.info->calling_ae : nullptr, originator_msg_id};
+            if (!r.is_move) {
+                s.cancel_message_id = r.message_id;
+                s.cancel_seen = &r.cancel_seen;
+            }
             cond = cdcm::send_file(r.is_move ? r.sub : r.requester, s, r.timeout, &status, &comment);
         }
         r.counts.remaining--;
@@ -257,6 +262,10 @@ uint16_t retrieve_step(RetrieveContext &r, OFBool cancelled, DcmDataset *identif
                 r.failed_uids.push_back(item.sop_instance_uid);
             }
             r.cb->retrieve_result(r.ctx, r.retrieval, index, status, comment.empty() ? nullptr : comment.c_str());
+        }
+        if (r.cancel_seen && r.next < r.total) {  // cancelled during this sub-operation: start no other
+            final = true;
+            return kCancel;
         }
         if (r.next < r.total) return kPending;
     }
@@ -344,6 +353,7 @@ OFCondition handle_move(const QRServer &s, T_ASC_Association *assoc, const cdcm_
 OFCondition handle_get(const QRServer &s, T_ASC_Association *assoc, const cdcm_association_info &info,
                        T_ASC_PresentationContextID pres_id, T_DIMSE_C_GetRQ &req) {
     RetrieveContext r{s.callbacks, s.context, &info, req.AffectedSOPClassUID, assoc, false, s.timeout, s.max_pdu, s.ae_title};
+    r.message_id = req.MessageID;
     OFCondition cond = DIMSE_getProvider(assoc, pres_id, &req, get_callback, &r, DIMSE_NONBLOCKING, s.timeout);
     finish_retrieval(r, true);
     return cond;

@@ -54,10 +54,21 @@ OFCondition send_file(T_ASC_Association *assoc, const SendRequest &r, int timeou
         if (cond.bad()) return cond;
         T_DIMSE_Message rsp_msg;
         T_ASC_PresentationContextID rsp_pres = 0;
-        cond = DIMSE_receiveCommand(assoc, DIMSE_NONBLOCKING, timeout, &rsp_pres, &rsp_msg, &detail);
-        if (cond.bad()) {
-            delete detail;
-            return cond;
+        for (;;) {
+            cond = DIMSE_receiveCommand(assoc, DIMSE_NONBLOCKING, timeout, &rsp_pres, &rsp_msg, &detail);
+            if (cond.bad()) {
+                delete detail;
+                return cond;
+            }
+            // A C-GET's requester may send its C-CANCEL-RQ at any time (PS3.4 C.4.3.3), also while
+            // a sub-operation waits for its response: note it and go on waiting for the response.
+            if (r.cancel_seen && rsp_msg.CommandField == DIMSE_C_CANCEL_RQ) {
+                if (rsp_msg.msg.CCancelRQ.MessageIDBeingRespondedTo == r.cancel_message_id) *r.cancel_seen = true;
+                delete detail;
+                detail = nullptr;
+                continue;
+            }
+            break;
         }
         if (rsp_msg.CommandField != DIMSE_C_STORE_RSP) {
             delete detail;
@@ -86,12 +97,16 @@ OFCondition send_file(T_ASC_Association *assoc, const SendRequest &r, int timeou
                                target.getXferName() + " (no decoder for it in DCMTK)";
             return makeOFCondition(0xffff, 0x0204, OF_error, text.c_str());
         }
+        T_DIMSE_DetectedCancelParameters cancel;
+        std::memset(&cancel, 0, sizeof cancel);
         cond = DIMSE_storeUser(assoc, pres_id, &req, nullptr, ds, nullptr, nullptr, DIMSE_NONBLOCKING, timeout,
-                               &rsp, &detail);
+                               &rsp, &detail, r.cancel_seen ? &cancel : nullptr);
         if (cond.bad()) {
             delete detail;
             return cond;
         }
+        if (r.cancel_seen && cancel.cancelEncountered && cancel.req.MessageIDBeingRespondedTo == r.cancel_message_id)
+            *r.cancel_seen = true;
     }
     *status = rsp.DimseStatus;
     if (detail) {

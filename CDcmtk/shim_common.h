@@ -76,6 +76,10 @@ struct SendRequest {
     const char *transfer_syntax_uid;   // as stored
     const char *move_originator_ae;    // C-MOVE sub-operations only
     uint16_t move_originator_id;
+    // C-GET sub-operations only: the C-GET's Message ID and where to note a C-CANCEL-RQ for it that
+    // arrives, on the same association, while the C-STORE-RSP is awaited (it is read past).
+    uint16_t cancel_message_id = 0;
+    bool *cancel_seen = nullptr;
 };
 
 /// Sends one file by C-STORE on `assoc` (send.cpp). A bad condition means it could not be sent.

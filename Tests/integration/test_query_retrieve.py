@@ -731,24 +731,49 @@ def test_find_failure_status(qr, workdir, tool, case):
 
 
 def test_find_cancel(qr):
-    """C-CANCEL sent right after the C-FIND-RQ, while the bridge is answering: it stops with FE00
-    before the last match. (Should the bridge have answered everything before the C-CANCEL arrived,
-    the final status is 0000 with every match, which PS3.4 allows; at least one try of five must
-    see the cancellation.)"""
+    """A C-CANCEL-RQ that reaches the bridge in the same TCP segment as its C-FIND-RQ: the bridge
+    reads the request, finds the C-CANCEL on its first look (before the first match is sent) and
+    answers Cancel (FE00) with no match; the association then answers the same query in full.
+    (The bridge sends its matches without waiting for the requester, so a C-CANCEL sent later
+    could arrive after the last one: only this order is deterministic.)"""
     k = keys(STUDY_RETURN)
-    total = len(qr.ref.find("STUDY", k))
-    cancelled = 0
-    for _ in range(5):
-        result = pyn_find(qr.port, "study", "STUDY", k, cancel=True)
-        assert set(result.pending) <= {0xFF00}
-        if result.final == 0xFE00:
-            assert len(result.answers) < total
-            cancelled += 1
-        else:
-            assert result.final == 0x0000 and len(result.answers) == total, "final status %04X" % result.final
-    assert cancelled > 0, "no C-CANCEL honoured in 5 tries"
-    assert "C-FIND cancelled" in qr.bridge.log_text()
-    check_answers(pyn_find(qr.port, "study", "STUDY", k), qr.ref, "study", "STUDY", k)  # still serving
+    sop = MODELS["study"]["find"]
+    ae = pyn_ae("PYNETDICOM", sop)
+    assoc = ae.associate("127.0.0.1", qr.port, ae_title="BRIDGE")
+    assert assoc.is_established
+    sock = assoc.dul.socket
+    real_send = sock.send
+    held = []
+
+    def coalescing_send(data):  # pynetdicom's DUL thread: hold the C-FIND-RQ's PDUs until the C-CANCEL
+        held.append(data)
+        if C_CANCEL_COMMAND in data:
+            del sock.send
+            real_send(b"".join(held))
+
+    sock.send = coalescing_send
+    log_start = qr.bridge.log_size()
+    try:
+        responses = assoc.send_c_find(build_identifier("STUDY", k), sop, msg_id=7)
+        assoc.send_c_cancel(7, query_model=sop)
+        statuses = [(status.Status if status else None, ident) for status, ident in responses]
+        assert len(held) >= 3, "the C-FIND-RQ and C-CANCEL-RQ did not go out together"
+        assert [s for s, _ in statuses] == [0xFE00], ["%04X" % s if s is not None else None for s, _ in statuses]
+        qr.bridge.wait_for_log("C-FIND cancelled", start=log_start)
+        lines = [l for l in qr.bridge.log_text()[log_start:].splitlines() if "C-FIND" in l]
+        assert len(lines) == 1 and "matches=0 " in lines[0] and "C-FIND cancelled" in lines[0], lines
+        # The same association answers the query in full.
+        pending, answers, final = [], [], None
+        for status, ident in assoc.send_c_find(build_identifier("STUDY", k), sop, msg_id=8):
+            assert status, "pynetdicom: no response"
+            if status.Status in (0xFF00, 0xFF01):
+                pending.append(status.Status)
+                answers.append(ident)
+            else:
+                final = status.Status
+    finally:
+        assoc.release()
+    check_answers(FindResult(final, pending, answers, None, None), qr.ref, "study", "STUDY", k)
 
 
 def test_find_refused_without_query_permission(qr, workdir):
@@ -1550,3 +1575,210 @@ def test_cli_against_orthanc(qr, orthanc, node2, workdir):
     assert_received_as_stored(qr, node_received(node2, moved), moved)
     for uid in moved:
         assert node2.instances(uid)[0]["calling_ae_title"] == orthanc.ae_title
+
+
+# == C-CANCEL of C-MOVE and C-GET, made deterministic ======================================================
+#
+# The bridge looks for a C-CANCEL between two sub-operations (and, for a C-GET, while it waits for a
+# sub-operation's C-STORE response on the same association). The tests hold the retrieval at its
+# CANCEL_AT-th sub-operation until the C-CANCEL is in the bridge's socket, so the outcome is fixed:
+# that sub-operation completes, none after it starts, and the final response is Cancel (FE00) with
+# Completed = CANCEL_AT and Remaining = the rest.
+
+CANCEL_AT = 2
+C_CANCEL_COMMAND = b"\x00\x00\x00\x01\x02\x00\x00\x00\xff\x0f"  # (0000,0100) US 0FFF, Implicit VR LE
+
+
+def cancel_delivery_watch(assoc):
+    """An Event set once pynetdicom has written a C-CANCEL-RQ to the association's socket and the
+    bridge's TCP stack has acknowledged every byte of it (SIOCOUTQ 0): it is then in the bridge's
+    receive buffer, where its next look for a C-CANCEL finds it."""
+    import fcntl
+    import struct
+    import termios
+    import threading
+    import time
+    from pynetdicom import evt
+
+    written, delivered = threading.Event(), threading.Event()
+
+    def on_sent(event):
+        if event.data and event.data[:1] == b"\x04" and C_CANCEL_COMMAND in event.data:
+            written.set()
+
+    assoc.bind(evt.EVT_DATA_SENT, on_sent)
+
+    def wait(timeout=60):
+        assert written.wait(timeout), "the C-CANCEL-RQ was not written to the socket"
+        sock = assoc.dul.socket.socket
+        deadline = time.monotonic() + timeout
+        while struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0] != 0:
+            assert time.monotonic() < deadline, "the C-CANCEL-RQ was not acknowledged by the bridge's TCP"
+            time.sleep(0.01)
+        delivered.set()
+
+    return wait
+
+
+def collect_retrieve_responses(responses):
+    """(pending [(status, counts)], final status, final counts, Error Comment) of C-MOVE/C-GET responses."""
+    pending, final, counts, detail = [], None, None, None
+    for status, _ in responses:
+        assert status, "pynetdicom: no response (connection lost or timed out)"
+        c = {n: status.get("NumberOf%sSuboperations" % n) for n in COUNT_NAMES}
+        if status.Status == 0xFF00:
+            pending.append((status.Status, c))
+        else:
+            final, counts = status.Status, c
+            detail = str(status.get("ErrorComment", "")) or None
+    return pending, final, counts, detail
+
+
+def assert_cancelled_at(qr, pending, final, counts, received, expected, operation, log_start, pendings=CANCEL_AT):
+    """pendings: the Pending responses before the Cancel, one per sub-operation completed before the
+    bridge saw the C-CANCEL (a C-GET's CANCEL_AT-th sub-operation is answered by the Cancel itself)."""
+    total = len(expected)
+    assert final == 0xFE00, "final status %s, expected FE00 (Cancel)" % (final if final is None else "%04X" % final)
+    assert counts == {"Remaining": total - CANCEL_AT, "Completed": CANCEL_AT, "Failed": 0, "Warning": 0}, counts
+    assert counts["Remaining"] + counts["Completed"] + counts["Failed"] + counts["Warning"] == total
+    assert [c["Completed"] for _, c in pending] == list(range(1, pendings + 1)), pending
+    assert [c["Remaining"] for _, c in pending] == [total - i for i in range(1, pendings + 1)], pending
+    # No sub-operation after the C-CANCEL: exactly CANCEL_AT instances arrived, as stored.
+    assert len(received) == CANCEL_AT, "%d instances arrived, expected %d" % (len(received), CANCEL_AT)
+    assert set(received) <= set(expected)
+    assert_received_as_stored(qr, received, set(received))
+    qr.bridge.wait_for_log("%s cancelled" % operation, start=log_start)
+    lines = [l for l in qr.bridge.log_text()[log_start:].splitlines() if "%s cancelled" % operation in l]
+    assert len(lines) == 1 and "completed=%d " % CANCEL_AT in lines[0] and "remaining=%d " % (total - CANCEL_AT) in lines[0] \
+        and "failed=0 " in lines[0], lines
+
+
+def test_move_cancel_between_sub_operations(qr, tmp_path):
+    """C-MOVE to a pynetdicom storage SCP that holds its CANCEL_AT-th C-STORE until the C-CANCEL
+    has reached the bridge."""
+    import threading
+    from pynetdicom import AE, evt
+
+    study = st(qr.ref, 0)["StudyInstanceUID"]
+    k = {"StudyInstanceUID": study}
+    expected = qr.ref.retrieve("STUDY", k)
+    assert len(expected) == 6
+    sop = MODELS["study"]["move"]
+
+    received = {}
+    held, release, released = threading.Event(), threading.Event(), threading.Event()
+    sub_associations = []
+
+    def on_store(event):
+        uid = str(event.request.AffectedSOPInstanceUID)
+        assert uid not in received, "%s sent twice" % uid
+        received[uid] = (str(event.context.transfer_syntax), event.request.DataSet.getvalue())
+        if len(received) == CANCEL_AT:
+            held.set()
+            release.wait(120)
+        return 0x0000
+
+    def on_released(event):
+        released.set()
+
+    dest = AE(ae_title="CANCELDEST")
+    syntaxes = collections.defaultdict(set)
+    for cls, ts in qr.pairs(expected):
+        syntaxes[cls].add(ts)
+    for cls, tss in sorted(syntaxes.items()):
+        dest.add_supported_context(cls, sorted(tss))
+    port = harness.free_port()
+    server = dest.start_server(("127.0.0.1", port), block=False,
+                               evt_handlers=[(evt.EVT_C_STORE, on_store), (evt.EVT_RELEASED, on_released),
+                                             (evt.EVT_ABORTED, on_released),
+                                             (evt.EVT_ESTABLISHED, lambda e: sub_associations.append(e.assoc))])
+    try:
+        qr.add_destination("CANCELDEST", port)
+        ae = pyn_ae("PYNETDICOM", sop)
+        assoc = ae.associate("127.0.0.1", qr.port, ae_title="BRIDGE")
+        assert assoc.is_established
+        wait_delivered = cancel_delivery_watch(assoc)
+        log_start = qr.bridge.log_size()
+        responses = assoc.send_c_move(build_identifier("STUDY", k, charset=None), "CANCELDEST", sop, msg_id=11)
+        canceller_failed = []
+
+        def canceller():
+            try:
+                assert held.wait(120), "the destination never received its %d-th instance" % CANCEL_AT
+                assoc.send_c_cancel(11, query_model=sop)
+                wait_delivered()
+            except Exception as e:  # reported below
+                canceller_failed.append(e)
+            finally:
+                release.set()
+
+        t = threading.Thread(target=canceller)
+        t.start()
+        try:
+            pending, final, counts, detail = collect_retrieve_responses(responses)
+        finally:
+            release.set()
+            t.join(130)
+        assert canceller_failed == [], canceller_failed
+        # The bridge has closed its sub-association: nothing more can come.
+        assert released.wait(60), "the bridge did not close its association to the destination"
+        assert len(sub_associations) == 1
+        assert_cancelled_at(qr, pending, final, counts, dict(received), expected, "C-MOVE", log_start)
+        # The association still serves: the same C-MOVE, not cancelled, completes.
+        received.clear()
+        result = collect_retrieve_responses(assoc.send_c_move(build_identifier("STUDY", k, charset=None),
+                                                              "CANCELDEST", sop, msg_id=12))
+        assert result[1] == 0x0000 and result[2]["Completed"] == len(expected), result
+        assert_received_as_stored(qr, received, expected)
+        assoc.release()
+    finally:
+        release.set()
+        server.shutdown()
+
+
+def test_get_cancel_during_a_sub_operation(qr):
+    """C-GET whose requester sends the C-CANCEL from its CANCEL_AT-th C-STORE handler, before that
+    C-STORE's response: on the one association the bridge reads the C-CANCEL-RQ while it waits for
+    the response, then the response (the sub-operation completed), and starts no other."""
+    from pynetdicom import build_role, evt
+
+    study = st(qr.ref, 1)["StudyInstanceUID"]
+    k = {"StudyInstanceUID": study}
+    expected = qr.ref.retrieve("STUDY", k)
+    assert len(expected) == 6
+    sop = MODELS["study"]["get"]
+    pairs = qr.pairs(expected)
+    ae = pyn_ae("PYNETDICOM", sop)
+    for cls, ts in pairs:
+        ae.add_requested_context(cls, [ts])
+    roles = [build_role(c, scp_role=True) for c in sorted({c for c, _ in pairs})]
+    received = {}
+    cancel = {"at": CANCEL_AT}
+
+    def on_store(event):
+        uid = str(event.request.AffectedSOPInstanceUID)
+        assert uid not in received, "%s sent twice" % uid
+        received[uid] = (str(event.context.transfer_syntax), event.request.DataSet.getvalue())
+        if len(received) == cancel["at"]:
+            event.assoc.send_c_cancel(21, query_model=sop)
+            wait_delivered()  # (the response is queued after it in any case)
+        return 0x0000
+
+    assoc = ae.associate("127.0.0.1", qr.port, ae_title="BRIDGE", ext_neg=roles,
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    wait_delivered = cancel_delivery_watch(assoc)
+    log_start = qr.bridge.log_size()
+    try:
+        pending, final, counts, _ = collect_retrieve_responses(
+            assoc.send_c_get(build_identifier("STUDY", k, charset=None), sop, msg_id=21))
+        assert_cancelled_at(qr, pending, final, counts, dict(received), expected, "C-GET", log_start,
+                            pendings=CANCEL_AT - 1)
+        # The association still serves: the same C-GET, not cancelled, completes.
+        received.clear()
+        cancel["at"] = None
+        result = collect_retrieve_responses(assoc.send_c_get(build_identifier("STUDY", k, charset=None), sop, msg_id=22))
+        assert result[1] == 0x0000 and result[2]["Completed"] == len(expected), result
+        assert_received_as_stored(qr, received, expected)
+    finally:
+        assoc.release()
