@@ -133,6 +133,8 @@ final class QueryRetrieveService: QueryRetrieveDelegate, @unchecked Sendable {
                     if !remote.isEmpty, !cursor.limitReached {
                         let m = remote.removeFirst()
                         for (tag, value) in m.values where requested.contains(tag) { try? response.set(tag, value) }
+                        // PS3.4 C.4.1.1.3.2: the response identifier carries the Query/Retrieve Level, as a local match does.
+                        try? response.set(.queryRetrieveLevel, level.rawValue)
                         for tag in sequences { try? response.setEmpty(tag) }
                         // A C-MOVE or C-GET of it goes through us: we fetch it from the peer first.
                         if requested.contains(.retrieveAETitle) { try? response.set(.retrieveAETitle, service.configuration.aeTitle) }

@@ -7,8 +7,8 @@ import Logging
 /// Records every access decision: an "access" event on the ledger (the patient by keyed hash
 /// only) and a message in the site's ATNA audit log (file or syslog), and a log line.
 ///
-/// A peer's fetch asks for each instance; one access event per peer, study, action and outcome
-/// per minute stands for them (the first request of a burst), so that the audit trail says what
+/// A peer's fetch asks for each instance; one access event per peer, study, action, outcome and
+/// reason per minute stands for them (the first request of a burst), so that the audit trail says what
 /// happened without one ledger entry per file.
 public final class AccessAuditor: @unchecked Sendable {
     let archive: Archive
@@ -29,7 +29,9 @@ public final class AccessAuditor: @unchecked Sendable {
         case .node(let name): requester = "node:" + name
         case .ae(let title, _): requester = "ae:" + title
         }
-        let key = "\(requester)|\(r.studyInstanceUID)|\(r.action)|\(r.allowed)|\(r.breakGlass)"
+        // The reason too: a refusal for another reason (a break-glass attempt after an ordinary
+        // refusal, a revoked grant) is an event of its own, not hidden in the burst.
+        let key = "\(requester)|\(r.studyInstanceUID)|\(r.action)|\(r.allowed)|\(r.breakGlass)|\(r.reason)"
         let repeated = recent.withLock { map -> Bool in
             if map.count > 10_000 { map = map.filter { r.time.timeIntervalSince($0.value) < Self.burst } }
             if let last = map[key], r.time.timeIntervalSince(last) < Self.burst { return true }

@@ -169,19 +169,32 @@ public struct ConsentStore: Sendable {
     }
 
     /// Whether the patient enrolled a key here, and if so the grant that lets `grantee` see
-    /// `study` now (nil when none does).
-    func decision(patientID: String, grantee: String, study: String, now: Date) throws -> (enrolled: Bool, grant: String?, patientHash: String) {
+    /// `study` now (nil when none does); when none does, why the latest grant that would have
+    /// (same grantee, scope covering the study) no longer does: expired or revoked (nil if none).
+    func decision(patientID: String, grantee: String, study: String, now: Date) throws
+        -> (enrolled: Bool, grant: String?, patientHash: String, lapsed: String?) {
         try database.read { db in
             let hash = try Self.patientHash(patientID, db)
             guard try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM patient_key WHERE patient_hash = ?)", arguments: [hash]) == true else {
-                return (false, nil, hash)
+                return (false, nil, hash, nil)
             }
+            let nowText = Timestamp.rfc3339(now)
             let grant = try String.fetchOne(db, sql: """
                 SELECT id FROM consent_grant INDEXED BY consent_grant_lookup
                 WHERE patient_hash = ? AND grantee = ? AND (study IS NULL OR study = ?) AND expires_at > ? AND revoked_by IS NULL
                 ORDER BY expires_at DESC LIMIT 1
-                """, arguments: [hash, grantee, study, Timestamp.rfc3339(now)])
-            return (true, grant, hash)
+                """, arguments: [hash, grantee, study, nowText])
+            if grant != nil { return (true, grant, hash, nil) }
+            let lapsed = try Row.fetchOne(db, sql: """
+                SELECT id, expires_at, revoked_by FROM consent_grant
+                WHERE patient_hash = ? AND grantee = ? AND (study IS NULL OR study = ?)
+                ORDER BY recorded_at DESC, id DESC LIMIT 1
+                """, arguments: [hash, grantee, study]).map { row -> String in
+                let id: String = row["id"]
+                if let by = row["revoked_by"] as String? { return "grant \(id) was revoked by \(by)" }
+                return "grant \(id) expired at \(row["expires_at"] as String)"
+            }
+            return (true, nil, hash, lapsed)
         }
     }
 }

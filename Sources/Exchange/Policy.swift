@@ -77,7 +77,7 @@ public struct ConsentPolicy: AccessPolicy {
         let refusal: String
         if d.enrolled {
             if let grant = d.grant { return .allow("patient's grant to \(peer.name)", grant: grant) }
-            refusal = "no valid grant from the patient for \(peer.name) and this study"
+            refusal = "no valid grant from the patient for \(peer.name) and this study" + (d.lapsed.map { " (\($0))" } ?? "")
         } else {
             if peer.share == .all { return .allow("site policy: share all with \(peer.name)") }
             refusal = "site policy: share none with \(peer.name)"

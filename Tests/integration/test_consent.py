@@ -8,13 +8,18 @@ keygen`, enrolled at A; grants and revocations are signed with `consent grant/re
 at A with `consent submit`. What is checked:
 
 1. the policy: no grant, denied (and audited as denied); a grant for one study opens that study to
-   that node only; revocation and expiry close it again; a grant signed by another key is refused;
+   that node only; revocation and expiry close it again; a grant signed by another key is refused.
+   A denial is shown by the source itself: the fetch fails with the refusal the client reports only
+   for an HTTP 403, the source answers the same node 403 with the reason when asked directly, logs
+   "access denied", and its ledger holds the denied access event with exactly that reason;
 2. federation: a workstation's C-FIND on B sees A's granted study as NEARLINE (Retrieve AE = B),
    its C-MOVE gets it byte-identical to A's copy, and both sites audit the access (also Orthanc);
 3. `audit --patient` on B shows the events of site A too;
 4. no ledger entry of A, B or C holds the patient's ID or name in clear;
 5. the ATNA file: one PS3.15 AuditMessage per line (RELAX NG-checked when the schema exists);
-6. break-glass: denied where disabled, allowed, flagged and audited where enabled.
+6. break-glass: denied where disabled (that very attempt audited as a refused break-glass),
+   allowed, flagged and audited where enabled.
+Federation (C-FIND/C-MOVE/C-GET through the bridge, silent peers) is also in test_federation.py.
 """
 
 import datetime
@@ -40,7 +45,12 @@ MOVESCU = harness.DCMTK_BIN + "/movescu"
 XMLLINT = "/usr/bin/xmllint"
 AUDIT_RNG = os.path.join(harness.TESTDATA, "audit", "dicom-audit-message.rng")
 KOS_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
-DENIED = re.compile(r"denied|refused|forbidden|not allowed|no consent|403", re.I)
+NO_GRANT = "no valid grant from the patient for %s and this study"
+BREAK_GLASS_OFF = "break-glass requested but not enabled at this site; "
+BREAK_GLASS_HEADER = "X-Dicom-Bridge-Break-Glass"
+# A grant's lifetime in the expiry test: long enough to be submitted and used by a fetch of a
+# debug build on a loaded machine, short enough to wait for.
+GRANT_LIFETIME = 50
 
 
 # == helpers =========================================================================================
@@ -199,11 +209,23 @@ def scenario(node_factory, corpus_factory, tmp_path):
     return make
 
 
-def assert_denied(r, report, what):
-    out = "%s\nstdout: %s\nstderr: %s" % (what, r.stdout[-3000:], r.stderr[-3000:])
-    assert r.returncode != 0, "fetch should have been denied but exited 0: " + out
-    msg = (json.dumps(report) if report else "") + "\n" + r.stdout + "\n" + r.stderr
-    assert DENIED.search(msg), "the failure does not say the access was denied: " + out
+def refused(source, requester, study, reason, new=True, break_glass=None, holds=False):
+    """requester fetches study from source and the source refuses it by its policy with exactly
+    `reason` (see harness.assert_source_refused: the 403 and its reason, the log line, the denied
+    access event on the source's ledger, new unless `new` is False). Nothing of the study is
+    stored unless the requester already held it (`holds`). Returns the access event."""
+    before = {e["ledgerIndex"] for e in harness.access_events(source)}
+    log_from = source.log_size()
+    held = requester.study_files(study)
+    extra = ("--break-glass", break_glass) if break_glass else ()
+    headers = ("%s: %s" % (BREAK_GLASS_HEADER, break_glass),) if break_glass else ()
+    r, report = requester.fetch(source.node_name, study=study, extra=extra)
+    event = harness.assert_source_refused(source, requester, study, r, report, reason, before, log_from,
+                                          headers=headers, new=new)
+    assert event["site"] == source.node_name and event["grant"] is None and event["breakGlass"] is False, event
+    assert bool(held) == holds, "%s holds %s before the fetch: %s" % (requester.node_name, study, held)
+    assert requester.study_files(study) == held, "a refused fetch changed what %s holds of %s" % (requester.node_name, study)
+    return event
 
 
 def assert_fetched(r, report, what):
@@ -250,21 +272,28 @@ def assert_same_as_at(source, study, received_paths):
 def test_only_the_patients_valid_grants_open_a_study(scenario, tmp_path):
     (a, b, c), entry, (study1, study2), p = scenario(seed=601)
 
-    # Enrolled, no grant: denied, and A audits the denial.
-    r, report = b.fetch(a.node_name, study=study1)
-    assert_denied(r, report, "B, no grant")
-    assert b.study_instances(study1) == []
-    denied = events(audit(a), requester="node:site-b", outcome="denied", study=study1)
-    assert denied, "A's audit has no denied event of node:site-b for %s:\n%s" % (study1, json.dumps(audit(a), indent=1))
-    assert all(e["site"] == "site-a" and e.get("grant") is None for e in denied), denied
+    # Enrolled, no grant: the source refuses (403 and why), logs and audits the denial.
+    first = refused(a, b, study1, NO_GRANT % "site-b")
 
-    # A grant for study1 to B: B fetches study1, not study2; C is still denied.
+    # A grant for study2 to C that expires in GRANT_LIFETIME s: C fetches study2 at once, A's
+    # files bit for bit, under that grant. (Its expiry is checked further down, when it is due.)
+    expires = utc_in(GRANT_LIFETIME)
+    gid2 = grant_at(a, p, "site-c", study=study2, expires=expires)
+    [g2] = [g for g in consent_list(a) if g["id"] == gid2]
+    assert g2["status"] == "valid" and instant(g2["expires"]) == instant(expires), g2
+    r, report = c.fetch(a.node_name, study=study2)
+    assert_fetched(r, report, "C, study2 under a grant that has not expired yet")
+    assert c.study_files(study2) == a.study_files(study2)
+    allowed = events(audit(a), requester="node:site-c", outcome="allowed", study=study2)
+    assert allowed and all(e.get("grant") == gid2 for e in allowed), allowed
+
+    # A grant for study1 to B: B fetches study1, not study2; C is still refused study1.
     gid = grant_at(a, p, "site-b", study=study1)
     [g] = [g for g in consent_list(a) if g["id"] == gid]
     assert (g["grantee"], g["scope"], g["status"]) == ("site-b", {"study": study1}, "valid"), g
     assert g["purpose"] == "TREAT" and g["patientKeyHash"], g
     assert entry["PatientID"] not in json.dumps(g), g
-    assert [x["id"] for x in consent_list(a, entry["PatientID"])] == [gid]
+    assert [x["id"] for x in consent_list(a, entry["PatientID"])] == [gid2, gid]
 
     r, report = b.fetch(a.node_name, study=study1)
     assert_fetched(r, report, "B, granted study1")
@@ -272,50 +301,43 @@ def test_only_the_patients_valid_grants_open_a_study(scenario, tmp_path):
     allowed = events(audit(a), requester="node:site-b", outcome="allowed", study=study1)
     assert allowed and all(e.get("grant") == gid for e in allowed), allowed
 
-    r, report = b.fetch(a.node_name, study=study2)
-    assert_denied(r, report, "B, study2 (not granted)")
-    assert b.study_instances(study2) == []
-    r, report = c.fetch(a.node_name, study=study1)
-    assert_denied(r, report, "C, study1 (granted to B only)")
-    assert c.study_instances(study1) == []
-    assert events(audit(a), requester="node:site-c", outcome="denied", study=study1)
-
-    # Revoked: B is denied again.
-    rid, path = p.revoke(gid)
-    assert submit(a, path).stdout.strip() == rid
-    [g] = [g for g in consent_list(a) if g["id"] == gid]
-    assert g["status"] == "revoked", g
-    r, report = b.fetch(a.node_name, study=study1)
-    assert_denied(r, report, "B, study1 after revocation")
-
-    # A grant that expires: valid at first, denied and listed as expired afterwards.
-    expires = utc_in(4)
-    gid2 = grant_at(a, p, "site-c", study=study2, expires=expires)
-    [g] = [g for g in consent_list(a) if g["id"] == gid2]
-    assert g["status"] == "valid" and instant(g["expires"]) == instant(expires), g
-    deadline = datetime.datetime.strptime(expires, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
-    time.sleep(max(0.0, (deadline - datetime.datetime.now(datetime.timezone.utc)).total_seconds()) + 1.5)
-    r, report = c.fetch(a.node_name, study=study2)
-    assert_denied(r, report, "C, study2 with an expired grant")
-    assert c.study_instances(study2) == []
-    [g] = [g for g in consent_list(a) if g["id"] == gid2]
-    assert g["status"] == "expired", g
+    refused(a, b, study2, NO_GRANT % "site-b")
+    refused(a, c, study1, NO_GRANT % "site-c")
 
     # Signed by another key (not enrolled for P): refused, nothing recorded.
     mallory = Patient(a, tmp_path / "mallory", entry["PatientID"])
     bad_id, bad_path = mallory.grant("site-b", study=study2)
     r = submit(a, bad_path, check=False)
     assert r.returncode != 0, "consent submit accepted a grant signed by a key not enrolled for P:\n" + r.stdout
+    assert "not the one enrolled" in r.stderr, r.stderr
     assert bad_id not in [g["id"] for g in consent_list(a)]
-    r, report = b.fetch(a.node_name, study=study2)
-    assert_denied(r, report, "B, study2 with a grant by a foreign key")
+    # (B's refusal of study2 within the minute is the burst's first event, above)
+    refused(a, b, study2, NO_GRANT % "site-b", new=False)
 
     # A grant already expired when submitted is refused too (signed with 2 s to live).
     gid3, path3 = p.grant("site-b", study=study2, expires=utc_in(2))
     time.sleep(3.2)
     r = submit(a, path3, check=False)
     assert r.returncode != 0, "consent submit accepted an expired grant:\n" + r.stdout
+    assert "expired" in r.stderr, r.stderr
     assert gid3 not in [g["id"] for g in consent_list(a)]
+
+    rid, path = p.revoke(gid)
+    assert submit(a, path).stdout.strip() == rid
+    [g] = [g for g in consent_list(a) if g["id"] == gid]
+    assert g["status"] == "revoked" and g["revokedBy"] == rid, g
+    # Revoked: B is refused study1 again, and the source says by which revocation. Within the
+    # minute of B's first refusal of study1, but for another reason: an event of its own.
+    assert time.time() - harness._event_time(first) < harness.ACCESS_DEDUP_SECONDS, "the test took too long to show it"
+    refused(a, b, study1, NO_GRANT % "site-b" + " (grant %s was revoked by %s)" % (gid, rid), holds=True)
+
+    # C's grant has expired: C is refused study2 (which it holds) from the moment it expired, and
+    # the source says which grant lapsed; it is listed as expired.
+    deadline = instant(g2["expires"]).timestamp()
+    time.sleep(max(0.0, deadline - time.time()) + 1.5)
+    refused(a, c, study2, NO_GRANT % "site-c" + " (grant %s expired at %s)" % (gid2, g2["expires"]), holds=True)
+    [g2] = [g for g in consent_list(a) if g["id"] == gid2]
+    assert g2["status"] == "expired", g2
 
 
 # == 2. federation: a workstation on B finds and moves A's granted study =============================
@@ -397,8 +419,7 @@ def test_patient_audit_on_b_includes_site_a(scenario):
     grant_at(a, p, "site-b", study=study1)
     r, report = b.fetch(a.node_name, study=study1)
     assert_fetched(r, report, "B, granted study1")
-    r, report = c.fetch(a.node_name, study=study2)
-    assert_denied(r, report, "C, no grant")
+    refused(a, c, study2, NO_GRANT % "site-c")
 
     seen = audit(b, entry["PatientID"])
     from_a = events(seen, site="site-a")
@@ -444,8 +465,7 @@ def test_no_patient_id_or_name_on_any_ledger(scenario, storescp_factory, tmp_pat
     gid = grant_at(a, p, "site-b", study=study1)
     r, report = b.fetch(a.node_name, study=study1)
     assert_fetched(r, report, "B, granted study1")
-    r, report = c.fetch(a.node_name, study=study1)
-    assert_denied(r, report, "C, no grant")
+    refused(a, c, study1, NO_GRANT % "site-c")
     grant_at(a, p, "site-b", study=study2)
     findscu_studies(b, tmp_path, entry["PatientID"])
     r = harness.run([MOVESCU, "-S", "-aet", "MOVESCU", "-aec", b.ae_title, "-aem", "STORESCP", "-to", "30",
@@ -489,8 +509,7 @@ def test_atna_audit_file_has_one_message_per_line(scenario):
         write_config(a, audit={"file": log["path"]})
 
     (a, b), entry, (study1, study2), p = scenario(names=("site-a", "site-b"), seed=606, before_start=configure)
-    r, report = b.fetch(a.node_name, study=study2)
-    assert_denied(r, report, "B, no grant")
+    refused(a, b, study2, NO_GRANT % "site-b")
     grant_at(a, p, "site-b", study=study1)
     r, report = b.fetch(a.node_name, study=study1)
     assert_fetched(r, report, "B, granted study1")
@@ -531,52 +550,36 @@ def test_atna_audit_file_has_one_message_per_line(scenario):
 def test_break_glass_only_where_enabled(scenario):
     (a, b), entry, (study1, study2), p = scenario(names=("site-a", "site-b"), seed=607)
 
-    r, report = b.fetch(a.node_name, study=study1, extra=("--break-glass", "ER"))
-    assert_denied(r, report, "break-glass at a site where it is off")
-    assert b.study_instances(study1) == []
+    # Break-glass where it is off: refused, and that very attempt is audited as a refused
+    # break-glass (its own reason), the only event it adds, even right after an ordinary refusal
+    # of the same study.
+    refused(a, b, study1, NO_GRANT % "site-b")
+    before = {e["ledgerIndex"] for e in audit(a)}
+    attempt = refused(a, b, study1, BREAK_GLASS_OFF + NO_GRANT % "site-b", break_glass="ER")
+    added = [e for e in audit(a) if e["ledgerIndex"] not in before]
+    assert added == [attempt], "the refused break-glass attempt added %s" % added
 
     assert a.stop() == 0
     write_config(a, breakGlass=True)
     a.start()
-    r, report = b.fetch(a.node_name, study=study1)
-    assert_denied(r, report, "no grant, no break-glass asked")
+    # Enabled, but not asked for: an ordinary refusal.
+    refused(a, b, study1, NO_GRANT % "site-b")
+
+    before = {e["ledgerIndex"] for e in audit(a)}
+    log_from = a.log_size()
     r, report = b.fetch(a.node_name, study=study1, extra=("--break-glass", "ER"))
     assert_fetched(r, report, "break-glass where enabled")
     assert b.study_files(study1) == a.study_files(study1)
 
-    seen = audit(a)
-    glass = events(seen, requester="node:site-b", study=study1, outcome="allowed", breakGlass=True)
-    assert glass, "A's audit has no allowed break-glass event:\n%s" % json.dumps(seen, indent=1)
-    assert all("ER" in e["reason"] for e in glass), glass
-    assert all(e.get("grant") is None for e in glass), glass
-    # The refused attempt (break-glass off) was audited too, not as allowed.
-    assert events(seen, requester="node:site-b", study=study1, outcome="denied"), seen
-    assert not events(seen, study=study2, outcome="allowed"), seen
-
-
-def test_federated_find_skips_a_silent_peer_and_says_so(scenario, tmp_path):
-    """A peer that does not answer is skipped: B still answers with what A shares (the patient is
-    not enrolled, A shares all with B), NEARLINE, and the final response says it may be incomplete."""
-
-    def configure(a, b, c):
-        # A shares everything of patients who enrolled no key with B; C is configured on B but
-        # never started, so it cannot answer.
-        a.cli("peer", "share", b.node_name, "all")
-        write_config(b, federationTimeoutSeconds=2)
-
-    nodes, entry, studies, _ = scenario(seed=611, enroll=False, before_start=configure)
-    a, b, c = nodes
-    c.stop()
-    answers, out = findscu_studies(b, tmp_path, entry["PatientID"])
-    got = sorted(x.get("StudyInstanceUID") for x in answers)
-    assert got == studies, "B's federated C-FIND answered %s, A shares %s\n%s" % (got, studies, out[-3000:])
-    assert all(x.get("InstanceAvailability") == "NEARLINE" for x in answers), answers
-    assert all(x.get("RetrieveAETitle") == b.ae_title for x in answers), answers
-    # The final response's Error Comment (0000,0902): findscu shows it in its debug output.
-    r = harness.run([FINDSCU, "-d", "-S", "-aet", "FINDSCU", "-aec", b.ae_title, "-k", "0008,0052=STUDY",
-                     "-k", "0010,0020=" + entry["PatientID"], "-k", "0020,000D", "127.0.0.1", str(b.port)], timeout=120)
-    debug = r.stdout + r.stderr
-    assert "may be incomplete" in debug and c.node_name in debug, debug[-4000:]
-    # Site policy decided, and A audited it: allowed for node:B under no grant.
-    allowed = [e for e in audit(a) if e["requester"] == "node:" + b.node_name and e["outcome"] == "allowed"]
-    assert allowed and all(e["grant"] is None for e in allowed), allowed
+    # Every access of that fetch is flagged and audited with the stated reason, once per action.
+    glass = [e for e in audit(a) if e["ledgerIndex"] not in before]
+    assert sorted(e["action"] for e in glass) == ["query", "retrieve-document", "retrieve-instances"], glass
+    for e in glass:
+        assert (e["requester"], e["study"], e["outcome"], e["breakGlass"], e["reason"], e["grant"]) == (
+            "node:site-b", study1, "allowed", True, "BREAK-GLASS: ER", None), e
+    with open(a.log_path, "rb") as f:
+        f.seek(log_from)
+        log = f.read().decode("utf-8", "replace")
+    warnings = [line for line in log.splitlines() if "BREAK-GLASS access" in line and study1 in line]
+    assert warnings, "no BREAK-GLASS warning in A's log:\n" + log[-3000:]
+    assert not events(audit(a), study=study2, outcome="allowed"), audit(a)
