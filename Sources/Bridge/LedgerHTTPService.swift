@@ -16,13 +16,16 @@ final class LedgerHTTPService: BackgroundService, @unchecked Sendable {
     let port: Int
     let logger: Logger
     let verifierKey: String
+    /// Idle timeout, connection caps, header and body limits (see `HTTPServerLimits`).
+    let limits: HTTPServerLimits
     private var task: Task<Void, Never>?
     private var group: ServiceGroup?
     private let done = DispatchSemaphore(value: 0)
     private let ready = DispatchSemaphore(value: 0)
 
-    init(archive: Archive, port: Int, verifierKey: String, logger: Logger) {
+    init(archive: Archive, port: Int, verifierKey: String, logger: Logger, limits: HTTPServerLimits = HTTPServerLimits()) {
         self.archive = archive
+        self.limits = limits
         self.port = port
         self.verifierKey = verifierKey
         self.logger = logger
@@ -39,9 +42,13 @@ final class LedgerHTTPService: BackgroundService, @unchecked Sendable {
         httpLogger.logLevel = max(logger.logLevel, .warning)  // Hummingbird's own per-request lines stay quiet
         let app = Application(
             router: router(),
+            server: limits.plainServer(name: "ledger HTTP", logger: logger),
             configuration: .init(address: .hostname("0.0.0.0", port: port), serverName: "dicom-bridge"),
-            onServerRunning: { [logger, port, ready] _ in
-                logger.notice("ledger HTTP endpoints serving", metadata: ["port": "\(port)"])
+            onServerRunning: { [logger, port, ready, limits] _ in
+                logger.notice("ledger HTTP endpoints serving", metadata: [
+                    "port": "\(port)", "max-connections": "\(limits.maxConnections)",
+                    "max-connections-per-client": "\(limits.maxConnectionsPerClient)",
+                    "idle-timeout-seconds": "\(limits.idleTimeoutSeconds)"])
                 ready.signal()
             },
             logger: httpLogger)
