@@ -25,6 +25,19 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
     public var nodeName: String = "dicom-bridge.local"
     /// The port of the ledger's read-only HTTP endpoints (tlog-tiles); 0 turns them off.
     public var httpPort: Int = 8787
+    /// Seconds an HTTP connection (ledger and peer port) may stay without a request before it is closed.
+    public var httpIdleTimeoutSeconds: Int = 60
+    /// Most connections one HTTP server (ledger port, peer port) holds open at once; lowered at
+    /// start to what the open-file limit leaves after the reserve for DICOM and the store.
+    public var httpMaxConnections: Int = 512
+    /// Most connections one remote address may hold open on one HTTP server.
+    public var httpMaxConnectionsPerClient: Int = 32
+    /// Largest HTTP request head (request line and header fields); a larger one is answered 431.
+    public var httpMaxHeaderBytes: Int = 16_384
+    /// Largest HTTP request body; a larger one is refused (413) without being read.
+    public var httpMaxBodyBytes: Int = 1_048_576
+    /// Seconds a connection to the peer port has to complete its TLS handshake before it is closed.
+    public var tlsHandshakeTimeoutSeconds: Int = 10
     /// Most matches one C-FIND returns (0: no limit); a query that would return more is answered
     /// A700 after this many, asking the user to narrow it.
     public var maxQueryMatches: Int = 10_000
@@ -76,7 +89,8 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         case aeTitle, port, maxPDU, maxAssociations, acceptAny, dimseTimeoutSeconds, logLevel,
              checkpointIntervalSeconds, nodeName, maxQueryMatches, httpPort, peerPort, tlsCert, tlsKey, publicURL,
              studyCompleteSeconds, witnessIntervalSeconds, nodeOID, affinityDomainOID, institutionName, documentCodes, breakGlass, audit,
-             federationTimeoutSeconds
+             federationTimeoutSeconds, httpIdleTimeoutSeconds, httpMaxConnections, httpMaxConnectionsPerClient,
+             httpMaxHeaderBytes, httpMaxBodyBytes, tlsHandshakeTimeoutSeconds
     }
 
     public init(from decoder: any Decoder) throws {
@@ -93,6 +107,12 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         nodeName = try c.decodeIfPresent(String.self, forKey: .nodeName) ?? d.nodeName
         maxQueryMatches = try c.decodeIfPresent(Int.self, forKey: .maxQueryMatches) ?? d.maxQueryMatches
         httpPort = try c.decodeIfPresent(Int.self, forKey: .httpPort) ?? d.httpPort
+        httpIdleTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .httpIdleTimeoutSeconds) ?? d.httpIdleTimeoutSeconds
+        httpMaxConnections = try c.decodeIfPresent(Int.self, forKey: .httpMaxConnections) ?? d.httpMaxConnections
+        httpMaxConnectionsPerClient = try c.decodeIfPresent(Int.self, forKey: .httpMaxConnectionsPerClient) ?? d.httpMaxConnectionsPerClient
+        httpMaxHeaderBytes = try c.decodeIfPresent(Int.self, forKey: .httpMaxHeaderBytes) ?? d.httpMaxHeaderBytes
+        httpMaxBodyBytes = try c.decodeIfPresent(Int.self, forKey: .httpMaxBodyBytes) ?? d.httpMaxBodyBytes
+        tlsHandshakeTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .tlsHandshakeTimeoutSeconds) ?? d.tlsHandshakeTimeoutSeconds
         peerPort = try c.decodeIfPresent(Int.self, forKey: .peerPort) ?? d.peerPort
         tlsCert = try c.decodeIfPresent(String.self, forKey: .tlsCert)
         tlsKey = try c.decodeIfPresent(String.self, forKey: .tlsKey)
@@ -127,6 +147,12 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         guard (4096...131_072).contains(maxPDU) else { throw ConfigurationError("maxPDU \(maxPDU) is out of range 4096-131072") }
         guard (1...1024).contains(maxAssociations) else { throw ConfigurationError("maxAssociations \(maxAssociations) is out of range 1-1024") }
         guard dimseTimeoutSeconds >= 1 else { throw ConfigurationError("dimseTimeoutSeconds must be at least 1") }
+        guard (1...86_400).contains(httpIdleTimeoutSeconds) else { throw ConfigurationError("httpIdleTimeoutSeconds \(httpIdleTimeoutSeconds) is out of range 1-86400") }
+        guard (1...1_000_000).contains(httpMaxConnections) else { throw ConfigurationError("httpMaxConnections \(httpMaxConnections) is out of range 1-1000000") }
+        guard (1...1_000_000).contains(httpMaxConnectionsPerClient) else { throw ConfigurationError("httpMaxConnectionsPerClient \(httpMaxConnectionsPerClient) is out of range 1-1000000") }
+        guard (1024...1_048_576).contains(httpMaxHeaderBytes) else { throw ConfigurationError("httpMaxHeaderBytes \(httpMaxHeaderBytes) is out of range 1024-1048576") }
+        guard (1024...(1 << 30)).contains(httpMaxBodyBytes) else { throw ConfigurationError("httpMaxBodyBytes \(httpMaxBodyBytes) is out of range 1024-1073741824") }
+        guard (1...600).contains(tlsHandshakeTimeoutSeconds) else { throw ConfigurationError("tlsHandshakeTimeoutSeconds \(tlsHandshakeTimeoutSeconds) is out of range 1-600") }
         guard maxQueryMatches >= 0 else { throw ConfigurationError("maxQueryMatches must be 0 (no limit) or more") }
         guard (0...65535).contains(peerPort) else { throw ConfigurationError("peerPort \(peerPort) is out of range 0-65535 (0 turns it off)") }
         guard peerPort == 0 || (peerPort != port && peerPort != httpPort) else { throw ConfigurationError("peerPort must differ from port and httpPort") }
@@ -173,6 +199,10 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         if let v = env["DICOM_BRIDGE_NODE_NAME"] { nodeName = v }
         if let v = try int("DICOM_BRIDGE_MAX_QUERY_MATCHES") { maxQueryMatches = v }
         if let v = try int("DICOM_BRIDGE_HTTP_PORT") { httpPort = v }
+        if let v = try int("DICOM_BRIDGE_HTTP_IDLE_TIMEOUT") { httpIdleTimeoutSeconds = v }
+        if let v = try int("DICOM_BRIDGE_HTTP_MAX_CONNECTIONS") { httpMaxConnections = v }
+        if let v = try int("DICOM_BRIDGE_HTTP_MAX_CONNECTIONS_PER_CLIENT") { httpMaxConnectionsPerClient = v }
+        if let v = try int("DICOM_BRIDGE_TLS_HANDSHAKE_TIMEOUT") { tlsHandshakeTimeoutSeconds = v }
         if let v = try int("DICOM_BRIDGE_PEER_PORT") { peerPort = v }
         if let v = env["DICOM_BRIDGE_TLS_CERT"] { tlsCert = v }
         if let v = env["DICOM_BRIDGE_TLS_KEY"] { tlsKey = v }

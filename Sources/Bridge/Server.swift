@@ -42,9 +42,15 @@ public final class BridgeServer: @unchecked Sendable {
             archive.setCommitHook(ledger.commitHook)
         }
         services.append(ledger)
+        // HTTP never takes the descriptors DICOM and the store need (FileDescriptorBudget.swift).
+        let peerAPI = configuration.tlsCert != nil && configuration.tlsKey != nil && configuration.peerPort > 0
+        let httpServers = (configuration.httpPort > 0 ? 1 : 0) + (peerAPI ? 1 : 0)
+        let budget = FileDescriptorBudget.establish(maxAssociations: configuration.maxAssociations)
+        let httpLimits = budget.httpLimits(configuration, servers: httpServers)
+        budget.log(logger, httpServers: httpServers, perServer: httpLimits.maxConnections, configured: configuration.httpMaxConnections)
         if configuration.httpPort > 0 {
             services.append(LedgerHTTPService(archive: archive, port: configuration.httpPort,
-                                              verifierKey: ledger.signer.verifierKey, logger: logger))
+                                              verifierKey: ledger.signer.verifierKey, logger: logger, limits: httpLimits))
         }
         let settings = configuration.exchangeSettings
         services.append(ManifestService(publisher: ManifestPublisher(archive: archive, settings: settings, logger: logger),
@@ -57,7 +63,7 @@ public final class BridgeServer: @unchecked Sendable {
             }
             let server = PeerServer(archive: archive, settings: settings, identity: identity, port: configuration.peerPort,
                                     policy: ConsentPolicy(consents: ConsentStore(archive: archive), breakGlassEnabled: configuration.breakGlass),
-                                    verifierKey: ledger.signer.verifierKey, auditor: auditor, logger: logger)
+                                    verifierKey: ledger.signer.verifierKey, auditor: auditor, logger: logger, limits: httpLimits)
             let witness = Witness(archive: archive, identity: identity,
                                   cosigner: try CosignatureSigner(privateKey: ledger.signer.privateKey),
                                   interval: configuration.witnessIntervalSeconds, logger: logger,

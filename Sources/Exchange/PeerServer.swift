@@ -108,6 +108,8 @@ public final class PeerServer: @unchecked Sendable {
     let registry: PeerRegistry
     let documents: DocumentEntries
     let auditor: AccessAuditor
+    /// Idle timeout, connection caps, header and body limits, TLS handshake timeout.
+    let limits: HTTPServerLimits
     private var task: Task<Void, Never>?
     private var group: ServiceGroup?
     private let done = DispatchSemaphore(value: 0)
@@ -115,8 +117,10 @@ public final class PeerServer: @unchecked Sendable {
     public private(set) var trustedCAs: [[UInt8]] = []
 
     public init(archive: Archive, settings: ExchangeSettings, identity: TLSIdentity, port: Int, policy: any AccessPolicy,
-                verifierKey: String, auditor: AccessAuditor, logger: Logger, host: String = "0.0.0.0") {
+                verifierKey: String, auditor: AccessAuditor, logger: Logger, host: String = "0.0.0.0",
+                limits: HTTPServerLimits = HTTPServerLimits()) {
         self.auditor = auditor
+        self.limits = limits
         self.host = host
         self.archive = archive
         self.settings = settings
@@ -411,10 +415,12 @@ public final class PeerServer: @unchecked Sendable {
         let ready = DispatchSemaphore(value: 0)
         let app = Application(
             router: router(),
-            server: try .tls(.http1(), tlsConfiguration: tls),
+            server: limits.tlsServer(tlsConfiguration: tls, name: "peer API", logger: logger),
             configuration: .init(address: .hostname(host, port: port), serverName: "dicom-bridge"),
-            onServerRunning: { [logger, port, trustedCAs] _ in
-                logger.notice("peer API serving over mutual TLS", metadata: ["port": "\(port)", "trusted-cas": "\(trustedCAs.count)"])
+            onServerRunning: { [logger, port, trustedCAs, limits] _ in
+                logger.notice("peer API serving over mutual TLS", metadata: [
+                    "port": "\(port)", "trusted-cas": "\(trustedCAs.count)", "max-connections": "\(limits.maxConnections)",
+                    "max-connections-per-client": "\(limits.maxConnectionsPerClient)"])
                 ready.signal()
             },
             logger: httpLogger)
