@@ -10,6 +10,23 @@
 
 namespace cdcm {
 
+OFCondition load_converted(const char *path, const char *transfer_syntax_uid, DcmFileFormat &file) {
+    OFCondition cond = file.loadFile(path);
+    if (cond.bad()) return cond;
+    cond = file.loadAllDataIntoMemory();
+    if (cond.bad()) return cond;
+    DcmXfer target(transfer_syntax_uid);
+    DcmDataset *ds = file.getDataset();
+    cond = ds->chooseRepresentation(target.getXfer(), nullptr);
+    if (cond.bad() || !ds->canWriteXfer(target.getXfer())) {
+        DcmXfer source(ds->getOriginalXfer());
+        std::string text = std::string("cannot convert from ") + source.getXferName() + " to " +
+                           target.getXferName() + " (no decoder for it in DCMTK)";
+        return makeOFCondition(0xffff, 0x0204, OF_error, text.c_str());
+    }
+    return EC_Normal;
+}
+
 OFCondition send_file(T_ASC_Association *assoc, const SendRequest &r, int timeout, uint16_t *status,
                       std::string *comment) {
     *status = 0;
@@ -84,19 +101,9 @@ OFCondition send_file(T_ASC_Association *assoc, const SendRequest &r, int timeou
         T_ASC_PresentationContext pc;
         ASC_findAcceptedPresentationContext(assoc->params, pres_id, &pc);
         DcmFileFormat file;
-        cond = file.loadFile(r.path);
+        cond = load_converted(r.path, pc.acceptedTransferSyntax, file);
         if (cond.bad()) return cond;
-        cond = file.loadAllDataIntoMemory();
-        if (cond.bad()) return cond;
-        DcmXfer target(pc.acceptedTransferSyntax);
         DcmDataset *ds = file.getDataset();
-        cond = ds->chooseRepresentation(target.getXfer(), nullptr);
-        if (cond.bad() || !ds->canWriteXfer(target.getXfer())) {
-            DcmXfer source(ds->getOriginalXfer());
-            std::string text = std::string("cannot convert from ") + source.getXferName() + " to " +
-                               target.getXferName() + " (no decoder for it in DCMTK)";
-            return makeOFCondition(0xffff, 0x0204, OF_error, text.c_str());
-        }
         T_DIMSE_DetectedCancelParameters cancel;
         std::memset(&cancel, 0, sizeof cancel);
         cond = DIMSE_storeUser(assoc, pres_id, &req, nullptr, ds, nullptr, nullptr, DIMSE_NONBLOCKING, timeout,

@@ -12,6 +12,7 @@
 #include <string>
 
 class DcmDataset;
+class DcmFileFormat;
 /// Lends a DCMTK-owned dataset to a callback; cdcm_dataset_free releases the wrapper only.
 cdcm_dataset *cdcm_dataset_wrap(DcmDataset *external);
 namespace cdcm { DcmDataset *dataset_ptr(const cdcm_dataset *ds); }
@@ -81,6 +82,11 @@ struct SendRequest {
     uint16_t cancel_message_id = 0;
     bool *cancel_seen = nullptr;
 };
+
+/// Loads a stored Part 10 file whole and converts its dataset to `transfer_syntax_uid` (decoding
+/// with DCMTK's codecs): what sending it to a peer that did not accept the stored syntax does
+/// (send.cpp). A bad condition means it cannot be converted.
+OFCondition load_converted(const char *path, const char *transfer_syntax_uid, DcmFileFormat &file);
 
 /// Sends one file by C-STORE on `assoc` (send.cpp). A bad condition means it could not be sent.
 OFCondition send_file(T_ASC_Association *assoc, const SendRequest &r, int timeout, uint16_t *status,
