@@ -133,6 +133,7 @@ bool open_sub_association(RetrieveContext &r, const cdcm_retrieve_destination &d
     std::set<std::string> classes;
     cdcm_retrieve_item item;
     for (size_t i = 0; i < r.total; ++i) {
+        std::memset(&item, 0, sizeof item);
         if (r.cb->retrieve_item(r.ctx, r.retrieval, i, &item) != 0) continue;
         stored.insert({item.sop_class_uid, item.transfer_syntax_uid});
         classes.insert(item.sop_class_uid);
@@ -172,14 +173,23 @@ bool open_sub_association(RetrieveContext &r, const cdcm_retrieve_destination &d
     return true;
 }
 
+DIC_US saturate_us(uint32_t n) { return n > 0xFFFFu ? DIC_US(0xFFFF) : OFstatic_cast(DIC_US, n); }
+
+/// Adds one to a sub-operation count, saturating instead of wrapping.
+void bump(uint32_t &n) {
+    if (n != UINT32_MAX) ++n;
+}
+
 /// Fills a C-MOVE/C-GET response's counts (and, at the end, the Failed SOP Instance UID List).
 template <typename RSP>
 void fill_counts(RetrieveContext &r, RSP *rsp, bool final, DcmDataset **ids, unsigned remaining_opt,
                  unsigned completed_opt, unsigned failed_opt, unsigned warning_opt) {
-    rsp->NumberOfRemainingSubOperations = OFstatic_cast(DIC_US, r.counts.remaining);
-    rsp->NumberOfCompletedSubOperations = OFstatic_cast(DIC_US, r.counts.completed);
-    rsp->NumberOfFailedSubOperations = OFstatic_cast(DIC_US, r.counts.failed);
-    rsp->NumberOfWarningSubOperations = OFstatic_cast(DIC_US, r.counts.warning);
+    // The counts are US (16 bits) on the wire: a retrieval of more than 65535 instances reports
+    // 65535 (saturated), never a count wrapped modulo 65536.
+    rsp->NumberOfRemainingSubOperations = saturate_us(r.counts.remaining);
+    rsp->NumberOfCompletedSubOperations = saturate_us(r.counts.completed);
+    rsp->NumberOfFailedSubOperations = saturate_us(r.counts.failed);
+    rsp->NumberOfWarningSubOperations = saturate_us(r.counts.warning);
     rsp->opts |= completed_opt | failed_opt | warning_opt;
     if (!final || rsp->DimseStatus == kCancel) rsp->opts |= remaining_opt;
     if (final && !r.failed_uids.empty()) {
@@ -213,13 +223,15 @@ uint16_t retrieve_step(RetrieveContext &r, OFBool cancelled, DcmDataset *identif
             }
             return st.status ? st.status : 0xC000;
         }
-        r.counts.remaining = OFstatic_cast(uint32_t, r.total);
+        r.counts.remaining = r.total > UINT32_MAX ? UINT32_MAX : OFstatic_cast(uint32_t, r.total);
         if (r.is_move && r.total > 0 && !open_sub_association(r, dest)) {
             r.counts.failed = r.counts.remaining;
             r.counts.remaining = 0;
-            cdcm_retrieve_item item;
             for (size_t i = 0; i < r.total; ++i) {
-                if (r.cb->retrieve_item(r.ctx, r.retrieval, i, &item) == 0) r.failed_uids.push_back(item.sop_instance_uid);
+                cdcm_retrieve_item item;
+                std::memset(&item, 0, sizeof item);
+                if (r.cb->retrieve_item(r.ctx, r.retrieval, i, &item) == 0 && item.sop_instance_uid[0])
+                    r.failed_uids.push_back(std::string(item.sop_instance_uid, strnlen(item.sop_instance_uid, sizeof item.sop_instance_uid)));
                 r.cb->retrieve_result(r.ctx, r.retrieval, i, kUnableToPerformSubOps, r.setup_error.c_str());
             }
             r.detail = new DcmDataset();
@@ -234,7 +246,9 @@ uint16_t retrieve_step(RetrieveContext &r, OFBool cancelled, DcmDataset *identif
     }
     if (r.next < r.total) {
         size_t index = r.next++;
+        // Zeroed: when retrieve_item fails, nothing of it is read but an empty UID.
         cdcm_retrieve_item item;
+        std::memset(&item, 0, sizeof item);
         uint16_t status = 0;
         std::string comment;
         OFCondition cond;
@@ -249,17 +263,19 @@ uint16_t retrieve_step(RetrieveContext &r, OFBool cancelled, DcmDataset *identif
             }
             cond = cdcm::send_file(r.is_move ? r.sub : r.requester, s, r.timeout, &status, &comment);
         }
-        r.counts.remaining--;
+        if (r.counts.remaining > 0) r.counts.remaining--;
+        if (r.next >= r.total) r.counts.remaining = 0;
+        item.sop_instance_uid[sizeof item.sop_instance_uid - 1] = '\0';
         if (cond.bad()) {
-            r.counts.failed++;
-            r.failed_uids.push_back(item.sop_instance_uid);
+            bump(r.counts.failed);
+            if (item.sop_instance_uid[0]) r.failed_uids.push_back(item.sop_instance_uid);
             r.cb->retrieve_result(r.ctx, r.retrieval, index, 0xC000, cond.text());
         } else {
-            if (status == 0) r.counts.completed++;
-            else if ((status & 0xF000) == 0xB000) r.counts.warning++;
+            if (status == 0) bump(r.counts.completed);
+            else if ((status & 0xF000) == 0xB000) bump(r.counts.warning);
             else {
-                r.counts.failed++;
-                r.failed_uids.push_back(item.sop_instance_uid);
+                bump(r.counts.failed);
+                if (item.sop_instance_uid[0]) r.failed_uids.push_back(item.sop_instance_uid);
             }
             r.cb->retrieve_result(r.ctx, r.retrieval, index, status, comment.empty() ? nullptr : comment.c_str());
         }

@@ -198,9 +198,11 @@ typedef struct cdcm_scp_config {
     uint16_t port;
     uint32_t max_pdu;                  /* our maximum receive PDU, 4096 ... 131072 */
     uint32_t max_associations;         /* concurrent associations; more are rejected (transient) */
-    int acse_timeout_seconds;
+    int acse_timeout_seconds;          /* time a connection has to send its A-ASSOCIATE-RQ (default 10) */
     int dimse_timeout_seconds;         /* idle time on an association before it is aborted */
     uint32_t max_retrieve_pdu;         /* max PDU we propose on C-MOVE sub-associations */
+    uint32_t max_negotiating;          /* connections in association set-up at once; more are closed
+                                          as soon as accepted (0: 64) */
     cdcm_scp_callbacks callbacks;
     void *context;
 } cdcm_scp_config;
@@ -210,14 +212,20 @@ typedef struct cdcm_scp cdcm_scp;
 /** Opens the listening socket. Returns NULL with `err` filled when it cannot. */
 cdcm_scp *cdcm_scp_create(const cdcm_scp_config *config, cdcm_error *err);
 /**
- * Serves associations until cdcm_scp_stop is called, each on its own thread.
- * Blocks the calling thread: run it on a dedicated thread. Returns 0 after a stop.
+ * Serves associations until cdcm_scp_stop is called. The calling thread only accepts connections;
+ * each is negotiated (ACSE timeout) and served on its own thread, and every C++ exception on it
+ * ends in an A-ABORT of that association. Blocks: run it on a dedicated thread. Returns 0 after a stop.
+ *
+ * TEST ONLY: when the environment holds DICOM_BRIDGE_TEST_THROW_IN_STORE=<SOP Instance UID> at
+ * cdcm_scp_create, the C-STORE of that instance throws inside the shim.
  */
 int cdcm_scp_run(cdcm_scp *scp, cdcm_error *err);
 /** Asks a running cdcm_scp_run to return; it waits for open associations to finish. Thread safe. */
 void cdcm_scp_stop(cdcm_scp *scp);
 /** Number of associations being served now. */
 uint32_t cdcm_scp_active_associations(const cdcm_scp *scp);
+/** Number of connections accepted whose association is not set up yet. */
+uint32_t cdcm_scp_negotiating_connections(const cdcm_scp *scp);
 /** Frees the server after cdcm_scp_run has returned (or was never called). */
 void cdcm_scp_free(cdcm_scp *scp);
 

@@ -17,6 +17,8 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
     public var acceptAny: Bool = false
     /// Seconds an association may stay idle (or stall in a transfer) before it is aborted.
     public var dimseTimeoutSeconds: Int = 120
+    /// Seconds a new DICOM connection has to send its association request before it is closed.
+    public var acseTimeoutSeconds: Int = 10
     /// trace, debug, info, notice, warning, error.
     public var logLevel: String = "info"
     /// How often a signed checkpoint covers new ledger entries.
@@ -86,7 +88,7 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case aeTitle, port, maxPDU, maxAssociations, acceptAny, dimseTimeoutSeconds, logLevel,
+        case aeTitle, port, maxPDU, maxAssociations, acceptAny, dimseTimeoutSeconds, acseTimeoutSeconds, logLevel,
              checkpointIntervalSeconds, nodeName, maxQueryMatches, httpPort, peerPort, tlsCert, tlsKey, publicURL,
              studyCompleteSeconds, witnessIntervalSeconds, nodeOID, affinityDomainOID, institutionName, documentCodes, breakGlass, audit,
              federationTimeoutSeconds, httpIdleTimeoutSeconds, httpMaxConnections, httpMaxConnectionsPerClient,
@@ -102,6 +104,7 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         maxAssociations = try c.decodeIfPresent(Int.self, forKey: .maxAssociations) ?? d.maxAssociations
         acceptAny = try c.decodeIfPresent(Bool.self, forKey: .acceptAny) ?? d.acceptAny
         dimseTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .dimseTimeoutSeconds) ?? d.dimseTimeoutSeconds
+        acseTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .acseTimeoutSeconds) ?? d.acseTimeoutSeconds
         logLevel = try c.decodeIfPresent(String.self, forKey: .logLevel) ?? d.logLevel
         checkpointIntervalSeconds = try c.decodeIfPresent(Double.self, forKey: .checkpointIntervalSeconds) ?? d.checkpointIntervalSeconds
         nodeName = try c.decodeIfPresent(String.self, forKey: .nodeName) ?? d.nodeName
@@ -147,6 +150,7 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         guard (4096...131_072).contains(maxPDU) else { throw ConfigurationError("maxPDU \(maxPDU) is out of range 4096-131072") }
         guard (1...1024).contains(maxAssociations) else { throw ConfigurationError("maxAssociations \(maxAssociations) is out of range 1-1024") }
         guard dimseTimeoutSeconds >= 1 else { throw ConfigurationError("dimseTimeoutSeconds must be at least 1") }
+        guard (1...3600).contains(acseTimeoutSeconds) else { throw ConfigurationError("acseTimeoutSeconds \(acseTimeoutSeconds) is out of range 1-3600") }
         guard (1...86_400).contains(httpIdleTimeoutSeconds) else { throw ConfigurationError("httpIdleTimeoutSeconds \(httpIdleTimeoutSeconds) is out of range 1-86400") }
         guard (1...1_000_000).contains(httpMaxConnections) else { throw ConfigurationError("httpMaxConnections \(httpMaxConnections) is out of range 1-1000000") }
         guard (1...1_000_000).contains(httpMaxConnectionsPerClient) else { throw ConfigurationError("httpMaxConnectionsPerClient \(httpMaxConnectionsPerClient) is out of range 1-1000000") }
@@ -168,7 +172,7 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
     }
 
     /// Applies DICOM_BRIDGE_AE_TITLE, _PORT, _MAX_PDU, _MAX_ASSOCIATIONS, _ACCEPT_ANY, _LOG_LEVEL,
-    /// _DIMSE_TIMEOUT, _CHECKPOINT_INTERVAL, _NODE_NAME.
+    /// _DIMSE_TIMEOUT, _ACSE_TIMEOUT, _CHECKPOINT_INTERVAL, _NODE_NAME.
     public mutating func applyEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws {
         func int(_ key: String) throws -> Int? {
             guard let v = env[key] else { return nil }
@@ -193,6 +197,7 @@ public struct BridgeConfiguration: Codable, Sendable, Equatable {
         if let v = try int("DICOM_BRIDGE_MAX_PDU") { maxPDU = v }
         if let v = try int("DICOM_BRIDGE_MAX_ASSOCIATIONS") { maxAssociations = v }
         if let v = try int("DICOM_BRIDGE_DIMSE_TIMEOUT") { dimseTimeoutSeconds = v }
+        if let v = try int("DICOM_BRIDGE_ACSE_TIMEOUT") { acseTimeoutSeconds = v }
         if let v = try bool("DICOM_BRIDGE_ACCEPT_ANY") { acceptAny = v }
         if let v = env["DICOM_BRIDGE_LOG_LEVEL"] { logLevel = v }
         if let v = try double("DICOM_BRIDGE_CHECKPOINT_INTERVAL") { checkpointIntervalSeconds = v }

@@ -195,7 +195,9 @@ final class ReceiveService: SCPDelegate, @unchecked Sendable {
 enum HostMatcher {
     static func matches(configured: String, peer: String) -> Bool {
         if configured == peer { return true }
-        return addresses(of: configured).contains(peer)
+        // Resolved on a background thread and cached: an association check never waits on DNS for
+        // long; addresses not known in time do not match (fail closed).
+        return HostAddressCache.shared.addresses(of: configured)?.contains(peer) ?? false
     }
 
     static func addresses(of host: String) -> Set<String> {

@@ -93,6 +93,7 @@ public final class BridgeServer: @unchecked Sendable {
         scpConfig.maxPDU = UInt32(configuration.maxPDU)
         scpConfig.maxAssociations = UInt32(configuration.maxAssociations)
         scpConfig.dimseTimeoutSeconds = Int32(configuration.dimseTimeoutSeconds)
+        scpConfig.acseTimeoutSeconds = Int32(configuration.acseTimeoutSeconds)
         let service = ReceiveService(archive: archive, configuration: configuration, logger: logger)
         let scp: SCP
         do {

@@ -9,6 +9,9 @@ public struct AssociationInfo: Sendable, CustomStringConvertible {
     public var calledAETitle: String
     public var peerHost: String
     public var peerMaxPDU: UInt32
+    /// The AE titles as the peer sent them, escaped for a log line (see LogEscape).
+    public let loggableCallingAETitle: String
+    public let loggableCalledAETitle: String
 
     init(_ c: cdcm_association_info) {
         id = c.id
@@ -16,9 +19,21 @@ public struct AssociationInfo: Sendable, CustomStringConvertible {
         calledAETitle = fixedString(c.called_ae).trimmingCharacters(in: .whitespaces)
         peerHost = fixedString(c.peer_host)
         peerMaxPDU = c.max_pdu
+        loggableCallingAETitle = LogEscape.escape(bytes: AssociationInfo.trimmed(fixedBytes(c.calling_ae)), limit: 16)
+        loggableCalledAETitle = LogEscape.escape(bytes: AssociationInfo.trimmed(fixedBytes(c.called_ae)), limit: 16)
     }
 
-    public var description: String { "#\(id) \(callingAETitle)@\(peerHost) -> \(calledAETitle)" }
+    private static func trimmed(_ b: [UInt8]) -> ArraySlice<UInt8> {
+        var s = b[...]
+        while s.first == 0x20 { s = s.dropFirst() }
+        while s.last == 0x20 { s = s.dropLast() }
+        return s
+    }
+
+    /// For log lines: every value the peer sent is escaped (non-printable bytes as \xNN) and bounded.
+    public var description: String {
+        "#\(id) \(loggableCallingAETitle)@\(LogEscape.escape(peerHost, limit: 64)) -> \(loggableCalledAETitle)"
+    }
 }
 
 /// The answer to an association request (PS3.8 9.3.4).
@@ -85,8 +100,11 @@ public struct SCPConfiguration: Sendable {
     public var port: UInt16
     public var maxPDU: UInt32 = 116_794
     public var maxAssociations: UInt32 = 16
-    public var acseTimeoutSeconds: Int32 = 30
+    /// Time a new connection has to send its A-ASSOCIATE-RQ; it is closed after that.
+    public var acseTimeoutSeconds: Int32 = 10
     public var dimseTimeoutSeconds: Int32 = 120
+    /// Connections still in association set-up at once; more are closed as soon as accepted.
+    public var maxNegotiating: UInt32 = 64
 
     public init(aeTitle: String, port: UInt16) {
         self.aeTitle = aeTitle
@@ -129,8 +147,9 @@ public final class SCP: @unchecked Sendable {
         }
         callbacks.association_ended = { ctx, info, aborted, reason in
             let box = Unmanaged<DelegateBox>.fromOpaque(ctx!).takeUnretainedValue()
-            box.delegate.associationEnded(AssociationInfo(info!.pointee), aborted: aborted != 0,
-                                          reason: reason.map { String(cString: $0) } ?? "")
+            // The reason may quote what the peer sent (DCMTK's condition texts): escaped, bounded.
+            let text = reason.map { LogEscape.escape(bytes: Array(UnsafeBufferPointer(start: UnsafeRawPointer($0).assumingMemoryBound(to: UInt8.self), count: strlen($0))), limit: 512) } ?? ""
+            box.delegate.associationEnded(AssociationInfo(info!.pointee), aborted: aborted != 0, reason: text)
         }
         callbacks.echo = { ctx, info in
             let box = Unmanaged<DelegateBox>.fromOpaque(ctx!).takeUnretainedValue()
@@ -167,6 +186,7 @@ public final class SCP: @unchecked Sendable {
         config.acse_timeout_seconds = configuration.acseTimeoutSeconds
         config.dimse_timeout_seconds = configuration.dimseTimeoutSeconds
         config.max_retrieve_pdu = configuration.maxPDU
+        config.max_negotiating = configuration.maxNegotiating
         config.callbacks = callbacks
         config.context = context.toOpaque()
         var err = cdcm_error()
@@ -213,6 +233,7 @@ public final class SCP: @unchecked Sendable {
     }
 
     public var activeAssociations: UInt32 { cdcm_scp_active_associations(handle) }
+    public var negotiatingConnections: UInt32 { cdcm_scp_negotiating_connections(handle) }
 
     deinit {
         stop()
